@@ -1,0 +1,230 @@
+"""Save a (pruned) model as a self-contained folder that loads with plain transformers and sentence-transformers.
+
+Folder contents: ``config.json`` (effir or stock), safetensors weights, ``configuration_effir.py`` and
+``modeling_effir.py`` (when the config is effir), the tokenizer (appends EOS, pads left), sentence-transformers
+files, ``surgery_plan.json``, ``provenance.json`` and a model card. The folder is written to a temporary sibling
+and renamed into place only after it reloads correctly in a clean process, so no half-written output remains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+from . import __version__
+from ._logging import info
+from .config import EncoderConfig
+from .encode import prepare_tokenizer, write_st_files
+from .errors import EffirError
+
+HF_DIR = Path(__file__).with_name("hf")
+REMOTE_CODE_FILES = ("configuration_effir.py", "modeling_effir.py")
+# Folder-local files a saved checkpoint must never carry to the Hub.
+_TOKENIZER_LOCAL_KEYS = ("local_files_only", "is_local", "cache_dir", "_commit_hash", "token")
+
+
+def check_output(out: str | Path, overwrite: bool) -> Path:
+    """Refuse an existing output folder unless ``overwrite``; called before any heavy work."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EffirError(f"Output '{out}' exists and is a file; choose a folder path with -o.")
+    if out.exists() and not overwrite:
+        raise EffirError(f"Output folder '{out}' already exists; pass --overwrite to replace it or choose another -o.")
+    return out
+
+
+@contextlib.contextmanager
+def atomic_folder(out: str | Path, overwrite: bool = False):
+    """Yield a temporary sibling folder; on success it replaces ``out``, on any error (or Ctrl-C) it is deleted."""
+    out = check_output(out, overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(out, old)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _write_json(path: Path, data) -> None:
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def is_effir_config(config) -> bool:
+    return str(getattr(config, "model_type", "")).startswith("effir_")
+
+
+def _fix_auto_map(folder: Path, config) -> None:
+    """Point ``auto_map`` at the local remote-code files for every auto class and copy the files in."""
+    for name in REMOTE_CODE_FILES:
+        shutil.copyfile(HF_DIR / name, folder / name)
+    config_path = folder / "config.json"
+    data = json.loads(config_path.read_text())
+    data["auto_map"] = {
+        "AutoConfig": f"configuration_effir.{type(config).__name__}",
+        "AutoModel": f"modeling_effir.{_class_name(config, causal=False)}",
+        "AutoModelForCausalLM": f"modeling_effir.{_class_name(config, causal=True)}",
+    }
+    _write_json(config_path, data)
+
+
+def _class_name(config, causal: bool) -> str:
+    from .hf.modeling_effir import EFFIR_MODELS
+
+    base_cls, causal_cls = EFFIR_MODELS[config.base_model_type]
+    return (causal_cls if causal else base_cls).__name__
+
+
+def _sanitize_tokenizer_config(folder: Path) -> None:
+    path = folder / "tokenizer_config.json"
+    if path.is_file():
+        data = json.loads(path.read_text())
+        for key in _TOKENIZER_LOCAL_KEYS:
+            data.pop(key, None)
+        data["padding_side"] = "left"
+        _write_json(path, data)
+
+
+def check_folder_files(folder: str | Path) -> list[str]:
+    """Problems that make a saved folder unusable, without loading it (empty list when fine)."""
+    folder = Path(folder)
+    problems = []
+    config_path = folder / "config.json"
+    if not config_path.is_file():
+        return ["config.json is missing"]
+    data = json.loads(config_path.read_text())
+    if str(data.get("model_type", "")).startswith("effir_"):
+        auto_map = data.get("auto_map") or {}
+        for auto in ("AutoConfig", "AutoModel", "AutoModelForCausalLM"):
+            ref = auto_map.get(auto)
+            if not ref:
+                problems.append(f"auto_map has no {auto} entry")
+            elif "--" in ref or not (folder / f"{ref.split('.')[0]}.py").is_file():
+                problems.append(f"auto_map.{auto} points at '{ref}', which is not a file in the folder")
+    if not list(folder.glob("*.safetensors")):
+        problems.append("no *.safetensors weights")
+    if not (folder / "tokenizer_config.json").is_file():
+        problems.append("tokenizer files are missing")
+    return problems
+
+
+def _reload_inputs(vocab_size: int, pad_id: int):
+    """Two sequences, the second left-padded, so the check also covers masking."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(0, vocab_size, (2, 12), generator=generator)
+    mask = torch.ones_like(ids)
+    ids[1, :4] = pad_id
+    mask[1, :4] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def verify_reload(folder: Path, model, dtype: str) -> dict:
+    """Reload ``folder`` in a clean process (no effir_surgery) and compare logits and hidden states with ``model``.
+
+    Returns the subprocess report; raises ``EffirError`` if the outputs differ or the tokenizer is wrong.
+    """
+    import torch
+
+    from .fresh import reload_outputs
+
+    config = model.config
+    pad = config.pad_token_id if isinstance(config.pad_token_id, int) else 0
+    inputs = _reload_inputs(config.vocab_size, pad)
+    outputs, report = reload_outputs(folder, inputs, dtype)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        here = model(**{k: v.to(device) for k, v in inputs.items()}, use_cache=False)
+        hidden = model.base_model(**{k: v.to(device) for k, v in inputs.items()}, use_cache=False).last_hidden_state
+    tol = {"atol": 1e-5, "rtol": 1e-4} if dtype == "float32" else {"atol": 1e-2, "rtol": 1e-2}
+    mask = inputs["attention_mask"].bool()
+    same_hidden = torch.allclose(hidden.float().cpu()[mask], outputs["hidden"].float()[mask], **tol)
+    same_logits = torch.allclose(here.logits.float().cpu()[mask], outputs["logits"].float()[mask], **tol)
+    if not (same_hidden and same_logits):
+        raise EffirError(
+            f"The folder reloads in a clean process but its outputs differ (hidden {same_hidden}, "
+            f"logits {same_logits}); this is a bug, please report it."
+        )
+    if report["toolkit_importable"]:
+        raise AssertionError("the clean reload process could import effir_surgery")
+    if not report["tokenizer_appends_eos"] or report["padding_side"] != "left":
+        raise EffirError("The saved tokenizer does not append EOS with left padding; this is a bug, please report it.")
+    return report
+
+
+def save_model(
+    model,
+    tokenizer,
+    out: str | Path,
+    *,
+    encoder: EncoderConfig | None = None,
+    plan=None,
+    provenance: dict | None = None,
+    overwrite: bool = False,
+    verify: bool = True,
+    dtype: str = "float32",
+    extra_files: dict[str, str] | None = None,
+) -> dict:
+    """Write ``model`` (a causal LM, after ``apply_plan`` or untouched) and ``tokenizer`` to ``out`` atomically.
+
+    Args:
+        encoder: the encoder definition written as sentence-transformers files (default ``EncoderConfig()``).
+        plan: the ``SurgeryPlan`` carried out, saved as ``surgery_plan.json``.
+        provenance: what produced the folder (invocation, source, record); saved as ``provenance.json``.
+        verify: reload in a clean process and compare outputs before the folder is moved into place.
+        extra_files: name -> text of further files to write (for example ``importance.json``).
+    Returns:
+        The clean-process reload report (empty when ``verify`` is False).
+    """
+    from .card import write_model_card
+
+    encoder = encoder or EncoderConfig()
+    report: dict = {}
+    with atomic_folder(out, overwrite) as tmp:
+        model.save_pretrained(tmp)
+        if is_effir_config(model.config):
+            _fix_auto_map(tmp, model.config)
+        tokenizer = prepare_tokenizer(tokenizer)
+        tokenizer.save_pretrained(tmp)
+        _sanitize_tokenizer_config(tmp)
+        write_st_files(tmp, encoder, model.config.hidden_size)
+        if plan is not None:
+            plan.save(tmp / "surgery_plan.json")
+        _write_json(
+            tmp / "provenance.json", {"tool": "effir-surgery", "tool_version": __version__, **(provenance or {})}
+        )
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+        write_model_card(tmp)
+        problems = check_folder_files(tmp)
+        if problems:
+            raise AssertionError(f"saved folder is incomplete: {problems}")
+        if verify:
+            info("Checking the saved folder in a clean process (plain transformers, no effir_surgery) ...")
+            report = verify_reload(tmp, model, dtype)
+    return report
+
+
+def load_saved(folder: str | Path, dtype=None, device: str = "cpu", causal_lm: bool = True):
+    """Load a saved folder (``trust_remote_code``) as ``(model, tokenizer)``."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    from .load import check_folder
+
+    check_folder(Path(folder))
+    cls = AutoModelForCausalLM if causal_lm else AutoModel
+    model = cls.from_pretrained(folder, trust_remote_code=True, dtype=dtype).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    return model, tokenizer

@@ -1,0 +1,53 @@
+"""Config validation: bad values fail with a message that says what to change; unknown keys are errors."""
+
+import pytest
+
+from effir_surgery.config import PlanConfig, PruneConfig, parse_count, validated
+from effir_surgery.errors import EffirError
+
+
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        ({"mlp_drop": 1.0}, "--mlp-drop: must be in [0, 1): it is the fraction of MLP sublayers to remove; got 1.0"),
+        ({"mlp_drop": -0.1}, "--mlp-drop: must be in [0, 1)"),
+        ({"attn_drop": 1.5}, "--attn-drop: must be in [0, 1)"),
+        ({"mlp_width": 0.0}, "--mlp-width: must be in (0, 1]"),
+        ({"mlp_width": 1.2}, "--mlp-width: must be in (0, 1]"),
+        ({"param_budget": "ten"}, "is not a parameter count"),
+        ({"param_budget": 0}, "must be a positive parameter count"),
+        ({"drop_mlp_layers": "3,x"}, "comma-separated layer indices"),
+        ({"drop_mlp_layers": [1, 1]}, "must not repeat"),
+        ({"mlp_drop": 0.5, "drop_mlp_layers": [1]}, "give either --mlp-drop or --drop-mlp-layers, not both"),
+        ({"mlp_width": 0.5, "param_budget": 10}, "give either --mlp-width or --param-budget, not both"),
+        ({"mlp_dorp": 0.5}, "--mlp-dorp: unknown setting"),
+        ({"width_multiple": 0}, "--width-multiple"),
+    ],
+)
+def test_plan_config_errors(values, message):
+    with pytest.raises(EffirError) as err:
+        validated(PlanConfig, **values)
+    assert message in str(err.value)
+
+
+def test_output_required_unless_dry_run():
+    with pytest.raises(EffirError, match="output folder is required"):
+        validated(PruneConfig, model="m")
+    assert validated(PruneConfig, model="m", dry_run=True).output is None
+
+
+def test_layer_list_from_string():
+    assert PlanConfig(drop_mlp_layers="3, 7,11").drop_mlp_layers == [3, 7, 11]
+
+
+@pytest.mark.parametrize(
+    "text, value", [("90M", 90_000_000), ("1.5B", 1_500_000_000), ("500k", 500_000), ("123", 123), (77, 77)]
+)
+def test_parse_count(text, value):
+    assert parse_count(text) == value
+
+
+def test_needs_scores():
+    assert PlanConfig(mlp_drop=0.5).needs_scores
+    assert PlanConfig(mlp_width=0.5).needs_scores
+    assert not PlanConfig(drop_mlp_layers=[1]).needs_scores

