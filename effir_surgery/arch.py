@@ -23,6 +23,7 @@ class ArchSpec:
         layers: attribute of the base model (``model.base_model``) holding the ``nn.ModuleList`` of decoder layers.
         attention / mlp: attribute names of the two sublayers inside a decoder layer.
         gate / up / down: the MLP projections; gate and up are sliced by rows, down by columns.
+        act: the MLP's activation module (``down(act(gate(x)) * up(x))``).
         mlp_norms / attention_norms: norms that serve only that sublayer's branch. The first MLP norm's input is
             the residual stream between the attention and the MLP sublayer (a hook point of the analysis).
         lora_targets: linear modules a LoRA adapter wraps by default.
@@ -36,6 +37,7 @@ class ArchSpec:
     gate: str = "gate_proj"
     up: str = "up_proj"
     down: str = "down_proj"
+    act: str = "act_fn"
     mlp_norms: tuple[str, ...] = ("post_attention_layernorm",)
     attention_norms: tuple[str, ...] = ("input_layernorm",)
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -21,8 +21,9 @@ def _open_text(path: Path):
     return path.open("r", encoding="utf-8")
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield ``(line_number, object)`` for each non-empty line; raise ``EffirError`` naming the bad line."""
+def iter_jsonl(path: str | Path, allow_blank: bool = True) -> Iterator[tuple[int, dict]]:
+    """Yield ``(line_number, object)`` for each non-empty line; raise ``EffirError`` naming the bad line (and any
+    blank line when ``allow_blank`` is False)."""
     path = Path(path)
     if not path.is_file():
         raise EffirError(f"File '{path}' does not exist.")
@@ -30,7 +31,9 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
         with _open_text(path) as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
-                    continue
+                    if allow_blank:
+                        continue
+                    raise EffirError(f"{path}:{number}: empty line; remove it (one JSON object per line).")
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:

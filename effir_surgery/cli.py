@@ -175,6 +175,18 @@ def _print_prune_result(result, config) -> None:
     default=None,
     help="Folder for importance.json, importance.md and importance.png (default ./analysis).",
 )
+@click.option(
+    "--probe",
+    default=None,
+    type=click.Path(),
+    help="Also run the drop-one retrieval probe (nDCG@10 with each sublayer removed) on this BEIR folder.",
+)
+@click.option("--probe-split", default=None, help="qrels split used by the probe (default train).")
+@click.option("--probe-queries", type=int, default=None, help="Queries in the probe slice (default 32).")
+@click.option(
+    "--probe-docs", type=int, default=None, help="Documents in the probe pool, relevant ones included (default 160)."
+)
+@click.option("--probe-max-length", type=int, default=None, help="Tokens per probe text (default 128).")
 @calib_options
 @load_options
 @handle_errors
@@ -191,6 +203,107 @@ def analyze(model, **flags):
     report = run_analyze(config)
     click.echo(importance_table(report))
     click.echo(f"wrote {config.output}/importance.json, importance.md, importance.png ({report.seconds:.1f}s)")
+
+
+@main.command()
+@click.argument("model")
+@click.option(
+    "--train", required=True, help="Training data: a jsonl file (query, positive, negatives) or a BEIR folder."
+)
+@click.option("-o", "--output", required=True, type=click.Path(), help="Folder to write the fine-tuned model to.")
+@click.option("--train-split", default=None, help="qrels split of a BEIR folder used for training (default train).")
+@click.option(
+    "--query-prompt", default=None, help="Instruction prepended to queries (default: the EffiR-style prompt)."
+)
+@click.option("--document-prompt", default=None, help="Prefix for documents (default: none).")
+@click.option(
+    "--max-length", type=int, default=None, help="Tokens per query or document while training (default 256)."
+)
+@click.option(
+    "--hard-negatives", type=int, default=None, help="Hard negatives per query (default 1; 0 = in-batch only)."
+)
+@click.option(
+    "--mine",
+    type=click.Choice(["bm25", "model", "none"]),
+    default=None,
+    help="Where missing hard negatives come from: BM25 (default), the model itself, or nowhere.",
+)
+@click.option(
+    "--mine-range-min",
+    type=int,
+    default=None,
+    help="Skip this many top-ranked non-positive documents when mining (default 2).",
+)
+@click.option("--mine-range-max", type=int, default=None, help="Mine from ranks below this (default 30).")
+@click.option("--max-examples", type=int, default=None, help="Use at most this many (query, positive) rows.")
+@click.option("--epochs", type=float, default=None, help="Training epochs (default 1).")
+@click.option("--max-steps", type=int, default=None, help="Stop after this many optimizer steps (overrides --epochs).")
+@click.option(
+    "--batch-size",
+    type=int,
+    default=None,
+    help="Queries per step; their documents are in-batch negatives (default 32).",
+)
+@click.option(
+    "--mini-batch-size", type=int, default=None, help="GradCache mini-batch: bounds memory, not the math (default 8)."
+)
+@click.option("--learning-rate", type=float, default=None, help="Peak learning rate (default 1e-4).")
+@click.option("--warmup-ratio", type=float, default=None, help="Fraction of steps for linear warm-up (default 0.1).")
+@click.option("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0).")
+@click.option("--scale", type=float, default=None, help="InfoNCE inverse temperature (default 50 = temperature 0.02).")
+@click.option("--lora/--full", default=None, help="LoRA adapters, merged on save (default), or full fine-tuning.")
+@click.option("--lora-r", type=int, default=None, help="LoRA rank (default 16).")
+@click.option("--lora-alpha", type=int, default=None, help="LoRA alpha (default 32).")
+@click.option("--lora-dropout", type=float, default=None, help="LoRA dropout (default 0.05).")
+@click.option("--gradient-checkpointing", is_flag=True, default=None, help="Trade compute for memory.")
+@click.option("--bf16/--no-bf16", default=None, help="bf16 mixed precision (default: on where the GPU supports it).")
+@click.option("--seed", type=int, default=None, help="Random seed (default 42).")
+@click.option("--save-steps", type=int, default=None, help="Checkpoint every N steps for resuming (default 50).")
+@click.option("--logging-steps", type=int, default=None, help="Log the loss every N steps (default 10).")
+@click.option(
+    "--learn-width",
+    is_flag=True,
+    default=None,
+    help="Learn MLP widths with per-neuron gates (EffiR self-slimming); needs --mlp-width or --param-budget.",
+)
+@click.option("--mlp-width", type=float, default=None, help="With --learn-width: fraction of MLP neurons to keep.")
+@click.option("--param-budget", default=None, help="With --learn-width: total parameters after slicing (e.g. 90M).")
+@click.option("--gate-penalty", type=float, default=None, help="Weight of the gate sparsity penalty (default 1.0).")
+@click.option("--gate-learning-rate", type=float, default=None, help="Learning rate of the gates (default 0.05).")
+@click.option("--width-multiple", type=int, default=None, help="Round learned widths up to this multiple (default 8).")
+@load_options
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    default=None,
+    help="Replace the output folder, and discard checkpoints of a different run.",
+)
+@click.option(
+    "--verify-reload/--no-verify-reload",
+    default=None,
+    help="Reload the saved folder in a clean process before finishing (default on).",
+)
+@handle_errors
+def finetune(model, **flags):
+    """Fine-tune MODEL (a pruned folder or any model source) as a dense retriever.
+
+    Contrastive InfoNCE with in-batch and hard negatives (sentence-transformers' CachedMultipleNegativesRankingLoss),
+    last-token pooling, instruction-prefixed queries. Rerunning an interrupted command resumes from its last
+    checkpoint. Works under `accelerate launch` for multi-GPU runs.
+    """
+    from .config import FinetuneConfig, validated
+    from .finetune import finetune as run_finetune
+
+    config = validated(FinetuneConfig, model=model, **_drop_none(flags))
+    result = run_finetune(config)
+    if result.output is not None and result.steps:
+        click.echo(f"saved: {result.output}")
+        click.echo(
+            f"steps: {result.steps} (resumed from step {result.resumed_from_step}), rows: {result.examples}, "
+            f"train loss: {result.train_loss:.4f}, time: {result.seconds:.1f}s"
+        )
+        if result.width_plan is not None:
+            click.echo(result.width_plan.summary())
 
 
 if __name__ == "__main__":

@@ -163,9 +163,15 @@ class PruneConfig(LoadConfig, PlanConfig, CalibConfig):
 
 
 class AnalyzeConfig(LoadConfig, CalibConfig):
-    """``effir-surgery analyze``: importance of every sublayer, written as JSON, a table and a plot."""
+    """``effir-surgery analyze``: importance of every sublayer, written as JSON, a table and a plot; optionally the
+    drop-one retrieval probe on a BEIR folder."""
 
     output: Path = Path("analysis")
+    probe: str | None = None
+    probe_split: str = "train"
+    probe_queries: int = Field(32, ge=1)
+    probe_docs: int = Field(160, ge=2)
+    probe_max_length: int = Field(128, ge=8)
 
 
 def validated(cls: type[StrictConfig], *, as_flags: bool = True, **values) -> StrictConfig:
@@ -188,3 +194,80 @@ def format_validation_error(exc: ValidationError, as_flags: bool = False) -> str
             msg = "unknown setting (check the spelling)"
         parts.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(parts)
+
+
+class FinetuneConfig(EncoderConfig):
+    """``effir-surgery finetune``: contrastive retrieval fine-tuning (InfoNCE with in-batch and hard negatives,
+    GradCache) of a model folder or any model source, optionally with LoRA and with learned MLP widths.
+
+    ``scale`` is the inverse temperature of InfoNCE (50 = temperature 0.02). ``batch_size`` queries per step share
+    their positives and hard negatives as negatives; ``mini_batch_size`` bounds memory (GradCache).
+    """
+
+    model: str
+    train: str
+    output: Path
+    train_split: str = "train"
+    revision: str | None = None
+    dtype: Dtype = "float32"
+    device: str = "auto"
+    max_length: int = Field(256, ge=8)
+    hard_negatives: int = Field(1, ge=0)
+    mine: Literal["bm25", "model", "none"] = "bm25"
+    mine_range_min: int = Field(2, ge=0)
+    mine_range_max: int = Field(30, ge=1)
+    max_examples: int | None = Field(None, ge=1)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(32, ge=2)
+    mini_batch_size: int = Field(8, ge=1)
+    learning_rate: float = Field(1e-4, gt=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    scale: float = Field(50.0, gt=0)
+    lora: bool = True
+    lora_r: int = Field(16, ge=1)
+    lora_alpha: int = Field(32, ge=1)
+    lora_dropout: float = Field(0.05, ge=0, lt=1)
+    gradient_checkpointing: bool = False
+    bf16: bool | None = None
+    seed: int = 42
+    save_steps: int = Field(50, ge=1)
+    logging_steps: int = Field(10, ge=1)
+    learn_width: bool = False
+    mlp_width: float | None = None
+    param_budget: int | None = None
+    gate_penalty: float = Field(1.0, ge=0)
+    gate_learning_rate: float = Field(0.05, gt=0)
+    width_multiple: int = Field(8, ge=1)
+    overwrite: bool = False
+    verify_reload: bool = True
+
+    @field_validator("mlp_width")
+    @classmethod
+    def _width_ratio(cls, value):
+        if value is not None and not 0 < value <= 1:
+            raise ValueError(_ratio_message("MLP neurons to keep", value, "(0, 1]"))
+        return value
+
+    @field_validator("param_budget", mode="before")
+    @classmethod
+    def _budget(cls, value):
+        return PlanConfig._budget(value)
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        if self.learn_width and (self.mlp_width is None) == (self.param_budget is None):
+            raise ValueError("--learn-width needs exactly one target: --mlp-width RATIO or --param-budget N.")
+        if not self.learn_width and (self.mlp_width is not None or self.param_budget is not None):
+            raise ValueError("--mlp-width/--param-budget set a learned-width target; add --learn-width.")
+        if self.mine_range_max <= self.mine_range_min:
+            raise ValueError("--mine-range-max must be larger than --mine-range-min.")
+        if self.mini_batch_size > self.batch_size:
+            raise ValueError("--mini-batch-size cannot exceed --batch-size.")
+        return self
+
+    def encoder(self) -> EncoderConfig:
+        return EncoderConfig(
+            query_prompt=self.query_prompt, document_prompt=self.document_prompt, max_length=self.max_length
+        )

@@ -78,3 +78,32 @@ def flops_per_token(
             flops += 2 * shape.attention_linear_params + 4 * shape.num_attention_heads * shape.head_dim * context
         flops += 2 * widths[i] * shape.mlp_linear_params_per_neuron
     return flops
+
+
+class CostComparison(BaseModel):
+    """Parameters and FLOPs/token of a model before and after a change, from the two shapes alone."""
+
+    params_before: int
+    params_after: int
+    non_embedding_before: int
+    non_embedding_after: int
+    seq_len: int
+    flops_per_token_before: float
+    flops_per_token_after: float
+
+    @property
+    def flop_ratio(self) -> float:
+        return self.flops_per_token_before / self.flops_per_token_after
+
+    @classmethod
+    def between(cls, before: ModelShape, after: ModelShape, seq_len: int = 512) -> CostComparison:
+        p_before, p_after = param_count(before), param_count(after)
+        return cls(
+            params_before=p_before.total,
+            params_after=p_after.total,
+            non_embedding_before=p_before.non_embedding,
+            non_embedding_after=p_after.non_embedding,
+            seq_len=seq_len,
+            flops_per_token_before=flops_per_token(before, seq_len),
+            flops_per_token_after=flops_per_token(after, seq_len),
+        )

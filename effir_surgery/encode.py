@@ -166,3 +166,59 @@ def read_encoder_config(folder: str | Path) -> EncoderConfig | None:
     return EncoderConfig(
         query_prompt=prompts.get("query", ""), document_prompt=prompts.get("document", ""), max_length=max_length
     )
+
+
+def measure_throughput(encoder: Encoder, texts: list[str], batch_size: int = 16, repeats: int = 3) -> dict:
+    """Encode ``texts`` as documents ``repeats`` times after one warm-up batch; report the fastest pass.
+
+    Returns ``{"texts", "tokens", "seconds", "tokens_per_s", "docs_per_s", "batch_size", "dtype", "threads"}``;
+    ``tokens`` counts real (unpadded) tokens after truncation, EOS included.
+    """
+    import time
+
+    import torch
+
+    tokens = int(encoder.tokenize(texts)["attention_mask"].sum())
+    encoder.encode(texts[:batch_size], batch_size=batch_size)  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        encoder.encode(texts, batch_size=batch_size)
+        best = min(best, time.perf_counter() - start)
+    return {
+        "texts": len(texts),
+        "tokens": tokens,
+        "seconds": best,
+        "tokens_per_s": tokens / best,
+        "docs_per_s": len(texts) / best,
+        "batch_size": batch_size,
+        "dtype": str(next(encoder.model.parameters()).dtype).replace("torch.", ""),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def sentence_transformer(folder: str, config: EncoderConfig, dtype=None, device: str | None = None):
+    """A ``SentenceTransformer`` with this encoder definition over the model in ``folder`` (any supported source
+    folder, pruned or not): Transformer -> Pooling(lasttoken) -> Normalize, query/document prompts, and a
+    tokenizer that appends EOS and pads left. Used for fine-tuning; what it trains is what ``Encoder`` and a
+    reloaded ``SentenceTransformer(saved_folder)`` compute."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Normalize, Transformer
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    transformer = Transformer(
+        folder,
+        model_kwargs={"trust_remote_code": True, **({"dtype": dtype} if dtype is not None else {})},
+        processor_kwargs={"trust_remote_code": True},
+        config_kwargs={"trust_remote_code": True},
+        max_seq_length=config.max_length,
+    )
+    prepare_tokenizer(transformer.tokenizer)
+    pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken")
+    return SentenceTransformer(
+        modules=[transformer, pooling, Normalize()],
+        device=device,
+        prompts={"query": config.query_prompt, "document": config.document_prompt},
+        similarity_fn_name="cosine",
+        trust_remote_code=True,
+    )

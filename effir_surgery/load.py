@@ -172,6 +172,11 @@ def load_config(source: ModelSource):
         ) from None
 
 
+def ensure_local(source: ModelSource) -> str:
+    """A path or repo id that ``from_pretrained`` reads directly: GGUF sources are converted (once) first."""
+    return str(_convert_gguf(source)) if source.kind == "gguf" else source.path
+
+
 def _convert_gguf(source: ModelSource) -> Path:
     """Dequantize a GGUF file once into a cached HF folder (atomic: written to a temp folder, then renamed)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -227,7 +232,7 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "auto"
 
     config = load_config(source)
     spec = resolve_spec(config)
-    path = str(_convert_gguf(source)) if source.kind == "gguf" else source.path
+    path = ensure_local(source)
     kwargs = {"revision": source.revision} if source.kind == "hub" else {}
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), trust_remote_code=True, **kwargs)

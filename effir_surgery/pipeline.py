@@ -6,8 +6,6 @@ reload check -> optional comparison. ``analyze``: importance report, table and p
 
 from __future__ import annotations
 
-import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -16,12 +14,13 @@ from pydantic import BaseModel, ConfigDict
 from ._logging import info
 from .analyze import ImportanceReport, analyze_importance
 from .arch import shape_from_config
+from .beir import load_beir
 from .calib import load_calibration
 from .config import AnalyzeConfig, PruneConfig
 from .errors import EffirError
 from .load import load_config, load_model, local_folder, resolve_source
 from .plan import SurgeryPlan, make_plan, validate_plan_config
-from .save import check_output, save_model
+from .save import check_output, invocation, save_model
 from .surgery import SurgeryRecord, apply_plan
 
 
@@ -36,11 +35,6 @@ class PruneResult(BaseModel):
     reload: dict | None = None
     comparison: dict | None = None
     seconds: float
-
-
-def _invocation() -> str:
-    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else []
-    return shlex.join(argv)
 
 
 def _check_report(report: ImportanceReport, shape) -> None:
@@ -90,7 +84,8 @@ def prune(config: PruneConfig) -> PruneResult:
         "base_model": source.base_model,
         "revision": config.revision,
         "license": _source_license(source),
-        "command": _invocation(),
+        "command": invocation(),
+        "source_shape": shape.model_dump(),
         "config": config.model_dump(mode="json"),
         "record": record.model_dump(),
         "costs": projection.model_dump(),
@@ -151,6 +146,8 @@ def analyze(config: AnalyzeConfig) -> ImportanceReport:
 
     source = resolve_source(config.model, config.revision)
     calibration = load_calibration(config.calib, config.calib_samples)
+    if config.probe is not None:
+        load_beir(config.probe, config.probe_split)  # fail on bad probe data before loading the model
     loaded = load_model(source, config.dtype, config.device)
     info(f"Scoring sublayers on {calibration.description} ...")
     report = analyze_importance(
@@ -164,6 +161,23 @@ def analyze(config: AnalyzeConfig) -> ImportanceReport:
         batch_size=config.calib_batch_size,
         neurons=True,
     )
+    if config.probe is not None:
+        from .probe import probe_sublayers
+
+        info(f"Drop-one probe on {config.probe} ({2 * loaded.shape.num_layers + 1} evaluations) ...")
+        started = time.perf_counter()
+        probe = probe_sublayers(
+            loaded.model,
+            loaded.tokenizer,
+            loaded.spec,
+            config.probe,
+            config.probe_split,
+            config.probe_queries,
+            config.probe_docs,
+            config.probe_max_length,
+            config.calib_batch_size,
+        )
+        report = report.model_copy(update={"probe": probe, "seconds": report.seconds + time.perf_counter() - started})
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     report.save(out / "importance.json")

@@ -16,26 +16,10 @@ from . import __version__
 from .analyze import ImportanceReport
 from .arch import ModelShape
 from .config import PlanConfig
-from .costs import flops_per_token, param_count
+from .costs import CostComparison, param_count
 from .errors import EffirError
 
 PLAN_FORMAT_VERSION = 1
-
-
-class Projection(BaseModel):
-    """Cost of the model before and after the plan, from the shape alone."""
-
-    params_before: int
-    params_after: int
-    non_embedding_before: int
-    non_embedding_after: int
-    seq_len: int
-    flops_per_token_before: float
-    flops_per_token_after: float
-
-    @property
-    def flop_ratio(self) -> float:
-        return self.flops_per_token_before / self.flops_per_token_after
 
 
 class SurgeryPlan(BaseModel):
@@ -90,17 +74,15 @@ class SurgeryPlan(BaseModel):
     def is_noop(self) -> bool:
         return not self.drop_mlp_layers and not self.drop_attention_layers and not self.kept_neurons
 
-    def projection(self, seq_len: int = 512) -> Projection:
-        before, after = param_count(self.shape), param_count(self.shape, self.mlp_widths, self.dropped_attention_after)
-        return Projection(
-            params_before=before.total,
-            params_after=after.total,
-            non_embedding_before=before.non_embedding,
-            non_embedding_after=after.non_embedding,
-            seq_len=seq_len,
-            flops_per_token_before=flops_per_token(self.shape, seq_len),
-            flops_per_token_after=flops_per_token(self.shape, seq_len, self.mlp_widths, self.dropped_attention_after),
+    @property
+    def shape_after(self) -> ModelShape:
+        """The model's shape once the plan is carried out."""
+        return self.shape.model_copy(
+            update={"mlp_widths": list(self.mlp_widths), "dropped_attention": self.dropped_attention_after}
         )
+
+    def projection(self, seq_len: int = 512) -> CostComparison:
+        return CostComparison.between(self.shape, self.shape_after, seq_len)
 
     def summary(self) -> str:
         """A few human-readable lines: what is removed and the projected cost."""
@@ -194,27 +176,17 @@ def _top_neurons(scores: list[float], width: int) -> list[int]:
     return sorted(ranked[:width])
 
 
-def _budget_widths(
-    shape: ModelShape,
-    layers: list[int],
-    current: list[int],
-    budget: int,
-    multiple: int,
-    report: ImportanceReport,
-    dropped_attention: list[int],
-) -> list[int]:
-    """Per-layer widths whose total parameter count is within one rounding multiple of ``budget``.
+def _neuron_target(
+    shape: ModelShape, layers: list[int], current: list[int], budget: int, multiple: int, dropped_attention: list[int]
+) -> float:
+    """How many neurons the MLPs of ``layers`` may keep in total for the whole model to have ``budget`` params.
 
-    Neurons compete globally. A neuron's weight is its share of its layer's summed neuron score times the layer's
-    MLP importance (``1 - cos``), so a layer that turns the residual stream more keeps more neurons, and within a
-    layer the neurons that carry more of the output survive. Counts are then rounded to ``multiple`` and nudged
-    one multiple at a time (best or worst marginal neurons first) until the total is within one multiple.
+    params = (everything but those MLPs' neurons) + per_neuron * (sum of their widths). Raises ``EffirError`` when
+    the budget is below every MLP at width ``multiple`` or above the model as it stands.
     """
-    widths = list(current)
-    zero = list(widths)
+    zero = list(current)
     for i in layers:
         zero[i] = 0
-    # params = fixed + per_neuron * sum(widths of `layers`) (+ per-layer fixed cost of each present MLP)
     fixed = param_count(shape, zero, dropped_attention).total + len(layers) * (
         shape.mlp_fixed_params + shape.mlp_norm_params
     )
@@ -233,6 +205,33 @@ def _budget_widths(
             f"--param-budget {budget:,} is above the model's size after the depth cuts ({largest:,}); nothing to "
             f"slice. Lower the budget or leave it out."
         )
+    return target
+
+
+def neuron_budget(shape: ModelShape, budget: int, multiple: int = 1) -> int:
+    """Total MLP neurons (over the present MLPs of ``shape``) a model of ``budget`` parameters can keep."""
+    layers = shape.kept_mlp_layers
+    return int(_neuron_target(shape, layers, list(shape.mlp_widths), budget, multiple, shape.dropped_attention))
+
+
+def _budget_widths(
+    shape: ModelShape,
+    layers: list[int],
+    current: list[int],
+    budget: int,
+    multiple: int,
+    report: ImportanceReport,
+    dropped_attention: list[int],
+) -> list[int]:
+    """Per-layer widths whose total parameter count is within one rounding multiple of ``budget``.
+
+    Neurons compete globally. A neuron's weight is its share of its layer's summed neuron score times the layer's
+    MLP importance (``1 - cos``), so a layer that turns the residual stream more keeps more neurons, and within a
+    layer the neurons that carry more of the output survive. Counts are then rounded to ``multiple`` and nudged
+    one multiple at a time (best or worst marginal neurons first) until the total is within one multiple.
+    """
+    widths = list(current)
+    target = _neuron_target(shape, layers, current, budget, multiple, dropped_attention)
     weights: dict[int, list[float]] = {}
     for i in layers:
         s = report.neuron_scores(i)
@@ -350,4 +349,44 @@ def make_plan(
         kept_neurons=kept_neurons,
         selection=selection,
         scores=scores,
+    )
+
+
+def plan_from_gates(
+    shape: ModelShape, kept: dict[int, list[int]], multiple: int = 1, model_name: str = "", selection: str = ""
+) -> SurgeryPlan:
+    """The plan that slices away closed gates after ``ops.fold_gates``.
+
+    ``kept`` maps layer -> neurons with an open gate. A layer with no open gate loses its whole MLP, unless its
+    ``down_proj`` has a bias (which a closed MLP still adds); then it keeps one multiple of closed neurons. Widths are
+    rounded **up** to ``multiple`` by also keeping closed neurons (lowest index first): their ``down_proj`` columns
+    are zero after folding, so this stays exact while keeping kernel-friendly widths.
+    """
+    output_bias = shape.mlp_fixed_params > 0
+    widths = list(shape.mlp_widths)
+    kept_neurons: dict[str, list[int]] = {}
+    drop = []
+    for i, keep in sorted(kept.items()):
+        current = shape.mlp_widths[i]
+        if not keep and not output_bias:
+            widths[i] = 0
+            drop.append(i)
+            continue
+        target = min(current, multiple * max(1, math.ceil(len(keep) / multiple)))
+        chosen = set(keep)
+        for j in range(current):
+            if len(chosen) >= target:
+                break
+            chosen.add(j)
+        widths[i] = target
+        if target < current:
+            kept_neurons[str(i)] = sorted(chosen)
+    return SurgeryPlan(
+        model=model_name,
+        shape=shape,
+        drop_mlp_layers=drop,
+        drop_attention_layers=[],
+        mlp_widths=widths,
+        kept_neurons=kept_neurons,
+        selection={"MLP width": selection or f"learned gates (open neurons, rounded up to a multiple of {multiple})"},
     )

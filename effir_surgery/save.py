@@ -27,6 +27,15 @@ REMOTE_CODE_FILES = ("configuration_effir.py", "modeling_effir.py")
 _TOKENIZER_LOCAL_KEYS = ("local_files_only", "is_local", "cache_dir", "_commit_hash", "token")
 
 
+def invocation() -> str:
+    """The command line that is running, for provenance."""
+    import shlex
+    import sys
+
+    argv = [Path(sys.argv[0]).name, *sys.argv[1:]] if sys.argv and sys.argv[0] else []
+    return shlex.join(argv)
+
+
 def check_output(out: str | Path, overwrite: bool) -> Path:
     """Refuse an existing output folder unless ``overwrite``; called before any heavy work."""
     out = Path(out)

@@ -166,3 +166,26 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "slow" in item.keywords:
             item.add_marker(skip)
+
+
+def make_beir(folder: Path, n_docs: int = 24, n_queries: int = 8, seed: int = 0, splits=("test", "train")) -> Path:
+    """Write a small BEIR folder of word-salad texts from the tiny vocabulary; query i is about doc i."""
+    import json
+    import random
+
+    rng = random.Random(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    docs = {f"d{i}": " ".join(rng.choice(WORDS) for _ in range(12)) for i in range(n_docs)}
+    with (folder / "corpus.jsonl").open("w") as f:
+        for i, (doc_id, text) in enumerate(docs.items()):
+            f.write(json.dumps({"_id": doc_id, "title": WORDS[i % len(WORDS)], "text": text}) + "\n")
+    with (folder / "queries.jsonl").open("w") as f:
+        for i in range(n_queries):
+            f.write(json.dumps({"_id": f"q{i}", "text": " ".join(docs[f"d{i}"].split()[:5])}) + "\n")
+    (folder / "qrels").mkdir(exist_ok=True)
+    for split in splits:
+        with (folder / "qrels" / f"{split}.tsv").open("w") as f:
+            f.write("query-id\tcorpus-id\tscore\n")
+            for i in range(n_queries):
+                f.write(f"q{i}\td{i}\t1\n")
+    return folder

@@ -169,3 +169,48 @@ def test_offline_hub_id_fails_clearly(tmp_path, monkeypatch):
         "Could not fetch 'example-org/not-cached-model' from the Hugging Face Hub",
         out,
     )
+
+
+def test_param_budget_gives_per_layer_widths_that_reload(source, tmp_path):
+    from transformers import AutoConfig
+
+    from effir_surgery.arch import shape_from_config
+    from effir_surgery.costs import param_count
+
+    shape = shape_from_config(AutoConfig.from_pretrained(source))
+    full = param_count(shape).total
+    budget = full - 90 * shape.mlp_params_per_neuron
+    out = tmp_path / "budget"
+    result = run(
+        "prune", source, "--param-budget", budget, "--width-multiple", "4", "-o", out, "--calib-samples", "16"
+    )
+    assert result.exit_code == 0, result.output
+    assert "clean-process reload: OK" in result.output
+    config = json.loads((out / "config.json").read_text())
+    widths = config["mlp_intermediate_sizes"]
+    assert len(set(widths)) > 1 and all(w % 4 == 0 for w in widths)
+    params = json.loads((out / "provenance.json").read_text())["record"]["params_after"]
+    assert abs(params - budget) < 4 * shape.mlp_params_per_neuron
+    plan = json.loads((out / "surgery_plan.json").read_text())
+    assert {k: len(v) for k, v in plan["kept_neurons"].items()} == {str(i): w for i, w in enumerate(widths) if w < 64}
+
+
+def test_analyze_with_probe(source, tmp_path):
+    from conftest import make_beir
+
+    beir = make_beir(tmp_path / "beir", n_docs=10, n_queries=4)
+    out = tmp_path / "analysis"
+    result = run(
+        "analyze", source, "-o", out, "--calib", beir, "--probe", beir, "--probe-queries", "4", "--probe-docs", "10"
+    )
+    assert result.exit_code == 0, result.output
+    assert "Drop-one probe (nDCG@10" in result.output
+    report = json.loads((out / "importance.json").read_text())
+    assert len(report["probe"]["mlp"]) == 4 and len(report["attention"]) == 4
+    assert (out / "importance.png").stat().st_size > 1000
+
+
+def test_analyze_refuses_bad_probe_folder(source, tmp_path):
+    (tmp_path / "notbeir").mkdir()
+    result = run("analyze", source, "-o", tmp_path / "a", "--probe", tmp_path / "notbeir")
+    assert result.exit_code == 2 and "qrels/train.tsv" in result.output

@@ -1,0 +1,392 @@
+"""``finetune``: contrastive retrieval fine-tuning on the sentence-transformers trainer.
+
+InfoNCE over in-batch and hard negatives comes from ``CachedMultipleNegativesRankingLoss`` (GradCache), batches
+from the no-duplicates sampler; LoRA from peft (targets from the architecture table), merged before saving.
+With ``learn_width`` every MLP neuron gets a trainable gate and the loss adds ``gate_penalty * R(z)`` until the
+target width is reached; the gates are then folded and the closed neurons sliced away.
+
+Checkpoints (the trainable tensors, optimizer and scheduler) go to a work folder beside the output; rerunning
+the same command resumes from the last one. The final folder is written atomically through ``save.save_model``.
+Runs unchanged under ``accelerate launch`` / ``torchrun`` (DDP, FSDP): negatives are then gathered across devices
+and only the main process writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+
+import torch
+from pydantic import BaseModel
+
+from .._logging import info
+from ..arch import ModelShape, resolve_spec, shape_from_config
+from ..config import FinetuneConfig
+from ..costs import CostComparison
+from ..encode import sentence_transformer
+from ..errors import EffirError
+from ..load import ensure_local, load_config, resolve_source, torch_dtype
+from ..ops.gate_mlp import close_to_budget, fold_gates, gate_penalty, insert_gates, open_fraction
+from ..plan import SurgeryPlan, neuron_budget, plan_from_gates
+from ..save import check_output, invocation, load_saved, save_model
+from ..surgery import apply_plan
+from .data import bm25_negatives, build_rows, read_train_data
+
+# Settings that do not change what is trained; a rerun that differs only in these still resumes.
+_NOT_RUN_DEFINING = {"overwrite", "verify_reload", "logging_steps", "output", "device"}
+TRAINABLE_FILE = "trainable.safetensors"
+
+
+class FinetuneResult(BaseModel):
+    """Outcome of a fine-tuning run."""
+
+    output: Path
+    steps: int
+    resumed_from_step: int
+    train_loss: float | None
+    seconds: float
+    examples: int
+    losses: list[float] = []
+    open_gate_fraction: float | None = None
+    width_plan: SurgeryPlan | None = None
+
+
+class GatedLoss(torch.nn.Module):
+    """``loss + weight * R(z)`` while more than ``target`` of all MLP neurons still have an open gate.
+
+    ``R`` is ``ops.gate_mlp.gate_penalty`` (mean open-gate value). Once the open fraction reaches the target the
+    penalty switches off, so the width stops shrinking and InfoNCE alone tunes the remaining gates.
+    """
+
+    def __init__(self, loss: torch.nn.Module, gates, weight: float, target: float):
+        super().__init__()
+        self.loss = loss
+        self.model = loss.model
+        self.gates = gates
+        self.weight = weight
+        self.target = target
+
+    def forward(self, sentence_features, labels):
+        value = self.loss(sentence_features, labels)
+        if self.weight > 0 and open_fraction(self.gates) > self.target:
+            value = value + self.weight * gate_penalty(self.gates)
+        return value
+
+
+def _trainer_class():
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers.trainer import TRAINING_ARGS_NAME
+
+    class EffirTrainer(SentenceTransformerTrainer):
+        """Checkpoints exactly the trainable tensors (LoRA weights, gates, or all weights for full fine-tuning) and
+        restores them into the model being trained, whatever its wrappers; the trainer keeps optimizer,
+        scheduler and RNG state beside them."""
+
+        def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+            from safetensors.torch import save_file
+
+            output_dir = output_dir or self.args.output_dir
+            os.makedirs(output_dir, exist_ok=True)
+            trainable = {n: p.detach().contiguous().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
+            save_file(trainable, os.path.join(output_dir, TRAINABLE_FILE))
+            torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+        def _load_from_checkpoint(self, checkpoint_path: str, model=None) -> None:
+            from safetensors.torch import load_file
+
+            state = load_file(os.path.join(checkpoint_path, TRAINABLE_FILE))
+            params = dict(self.model.named_parameters())
+            missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+            unknown = [n for n in state if n not in params]
+            if missing or unknown:
+                raise EffirError(
+                    f"Checkpoint {checkpoint_path} does not match this run (missing {missing[:3]}, "
+                    f"unknown {unknown[:3]}); delete the work folder to start over."
+                )
+            with torch.no_grad():
+                for name, tensor in state.items():
+                    params[name].copy_(tensor)
+
+    return EffirTrainer
+
+
+def _run_key(config: FinetuneConfig) -> str:
+    fields = {k: v for k, v in config.model_dump(mode="json").items() if k not in _NOT_RUN_DEFINING}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _work_folder(config: FinetuneConfig, is_main: bool) -> Path:
+    """The run's work folder (checkpoints, mined rows), beside the output; refuses another run's folder."""
+    out = Path(config.output)
+    work = out.parent / f".{out.name}.work"
+    key = _run_key(config)
+    marker = work / "run.json"
+    if marker.is_file() and json.loads(marker.read_text()).get("key") != key:
+        if not config.overwrite:
+            raise EffirError(
+                f"{work} holds checkpoints of a different fine-tuning run; pass --overwrite to discard them or "
+                "choose another -o."
+            )
+        if is_main:
+            shutil.rmtree(work)
+    if is_main:
+        work.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"key": key, "config": config.model_dump(mode="json")}, indent=1) + "\n")
+    return work
+
+
+def _last_checkpoint(folder: Path) -> Path | None:
+    checkpoints = [
+        p
+        for p in folder.glob("checkpoint-*")
+        if (p / TRAINABLE_FILE).is_file() and (p / "trainer_state.json").is_file()
+    ]
+    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def _rows(config: FinetuneConfig, data, work: Path, model=None) -> dict[str, list[str]]:
+    """Training rows with hard negatives, cached in the work folder so a resumed run sees the same data."""
+    cache = work / "rows.json"
+    if cache.is_file():
+        return json.loads(cache.read_text())
+    negatives = None
+    if config.hard_negatives and config.mine == "bm25":
+        info(f"Mining {config.hard_negatives} BM25 hard negative(s) per query from {len(data.corpus):,} documents")
+        negatives = bm25_negatives(
+            data, config.hard_negatives, config.mine_range_min, config.mine_range_max, config.seed
+        )
+    rows = build_rows(
+        data, negatives, config.hard_negatives if config.mine != "model" else 0, config.max_examples, config.seed
+    )
+    if config.hard_negatives and config.mine == "model":
+        rows = _model_negatives(config, data, rows, model)
+    cache.write_text(json.dumps(rows))
+    return rows
+
+
+def _model_negatives(config: FinetuneConfig, data, rows, model) -> dict[str, list[str]]:
+    """Hard negatives mined with the model being fine-tuned (sentence-transformers' ``mine_hard_negatives``)."""
+    from datasets import Dataset
+    from sentence_transformers.util import mine_hard_negatives
+
+    info(f"Mining {config.hard_negatives} hard negative(s) per query with the model")
+    mined = mine_hard_negatives(
+        Dataset.from_dict({"query": rows["query"], "positive": rows["positive"]}),
+        model,
+        "query",
+        "positive",
+        corpus=data.corpus,
+        range_min=config.mine_range_min,
+        range_max=config.mine_range_max,
+        num_negatives=config.hard_negatives,
+        sampling_strategy="random",
+        query_prompt=config.query_prompt,
+        output_format="n-tuple",
+        batch_size=config.mini_batch_size,
+        verbose=False,
+    )
+    if len(mined) == 0:
+        raise EffirError("Model-based mining found no negatives in range; widen --mine-range-max or use --mine bm25.")
+    columns = mined.column_names
+    renamed = {"query": mined[columns[0]], "positive": mined[columns[1]]}
+    for j, name in enumerate(columns[2:], start=1):
+        renamed[f"negative_{j}"] = mined[name]
+    return renamed
+
+
+def _width_target(config: FinetuneConfig, shape) -> int:
+    """How many MLP neurons (over all present MLPs) the learned gates should leave open."""
+    present = sum(shape.mlp_widths)
+    if config.mlp_width is not None:
+        return max(1, round(config.mlp_width * present))
+    return neuron_budget(shape, config.param_budget)
+
+
+def _copy_metadata(source_folder: str, out: Path) -> dict:
+    """Provenance of the input folder (and its plan/importance files) carried into the output."""
+    src = Path(source_folder)
+    parent = json.loads((src / "provenance.json").read_text()) if (src / "provenance.json").is_file() else {}
+    files = {}
+    for name in ("surgery_plan.json", "importance.json"):
+        if (src / name).is_file():
+            files[name] = (src / name).read_text()
+    return {"parent": parent, "files": files}
+
+
+def finetune(config: FinetuneConfig) -> FinetuneResult:
+    """Fine-tune ``config.model`` as a retriever on ``config.train`` and save it to ``config.output``."""
+    from accelerate import PartialState
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainingArguments
+    from sentence_transformers.base.sampler import BatchSamplers
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+
+    started = time.perf_counter()
+    state = PartialState()
+    out = Path(config.output)
+    check_output(out, config.overwrite)
+    data = read_train_data(config.train, config.train_split)  # bad data fails before any model is loaded
+    source = resolve_source(config.model, config.revision)
+    model_config = load_config(source)
+    spec = resolve_spec(model_config)
+    shape = shape_from_config(model_config)
+    target = _width_target(config, shape) if config.learn_width else None
+    work = _work_folder(config, state.is_main_process)
+    with state.main_process_first():
+        folder = ensure_local(source)
+        rows = _rows(config, data, work) if config.mine != "model" else None
+
+    use_bf16 = (
+        config.bf16 if config.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+    )
+    model = sentence_transformer(
+        folder,
+        config.encoder(),
+        dtype=torch_dtype(config.dtype),
+        device=None if config.device == "auto" else config.device,
+    )
+    if rows is None:
+        with state.main_process_first():
+            rows = _rows(config, data, work, model)
+    auto = model[0].auto_model
+    gates = insert_gates(auto, spec) if config.learn_width else []
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(spec.lora_targets),
+            task_type="FEATURE_EXTRACTION",
+        )
+        model[0].model = get_peft_model(auto, lora)
+        for gate in gates:
+            gate.neuron_gate.requires_grad_(True)
+    loss = CachedMultipleNegativesRankingLoss(
+        model,
+        scale=config.scale,
+        mini_batch_size=config.mini_batch_size,
+        gather_across_devices=state.num_processes > 1,
+    )
+    if gates:
+        loss = GatedLoss(loss, gates, config.gate_penalty, target / sum(g.neuron_gate.numel() for g in gates))
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(work / "checkpoints"),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        bf16=use_bf16,
+        activation_checkpointing=config.gradient_checkpointing,
+        batch_sampler=BatchSamplers.NO_DUPLICATES,
+        prompts={"query": config.query_prompt} if config.query_prompt else None,
+        learning_rate_mapping={r"neuron_gate": config.gate_learning_rate} if gates else {},
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=2,
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        report_to="none",
+        dataloader_drop_last=True,
+        use_cpu=config.device == "cpu",
+        disable_tqdm=not _interactive(),
+    )
+    if len(rows["query"]) < config.batch_size:
+        raise EffirError(f"Only {len(rows['query'])} training rows for --batch-size {config.batch_size}; lower it.")
+    trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_dict(rows), loss=loss)
+    resume = _last_checkpoint(work / "checkpoints")
+    resumed_from = int(resume.name.split("-")[-1]) if resume else 0
+    if resume:
+        info(f"Resuming from {resume} (step {resumed_from})")
+    output = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if trainer.state.global_step == 0:
+        raise EffirError(
+            f"No training step was taken: the no-duplicates sampler could not form one batch of {config.batch_size} "
+            f"from {len(rows['query'])} rows. Lower --batch-size, add data, or use fewer --hard-negatives."
+        )
+    result = FinetuneResult(
+        output=out,
+        steps=trainer.state.global_step,
+        resumed_from_step=resumed_from,
+        train_loss=output.training_loss,
+        seconds=time.perf_counter() - started,
+        examples=len(rows["query"]),
+        losses=[float(h["loss"]) for h in trainer.state.log_history if "loss" in h],
+    )
+    if not state.is_main_process:
+        return result
+
+    trained = model[0].model.merge_and_unload() if config.lora else model[0].auto_model
+    if gates:
+        result.open_gate_fraction = open_fraction(gates)
+        close_to_budget(gates, target)
+        kept = fold_gates(trained, spec)
+        result.width_plan = plan_from_gates(
+            shape_from_config(trained.config), kept, config.width_multiple, model_name=config.model
+        )
+        apply_plan(trained, result.width_plan)
+    _save(config, folder, trained, model[0].tokenizer, result, data)
+    shutil.rmtree(work, ignore_errors=True)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _interactive() -> bool:
+    from .._logging import progress_enabled
+
+    return progress_enabled()
+
+
+def _save(config, folder, trained, tokenizer, result: FinetuneResult, data) -> None:
+    """Put the trained base weights into the full causal LM of the input folder (same plan applied) and save."""
+    causal, _ = load_saved(folder, dtype=torch_dtype(config.dtype), causal_lm=True)
+    input_shape = shape_from_config(causal.config)
+    width_plan = result.width_plan
+    if width_plan is not None:
+        apply_plan(causal, width_plan)
+    missing, unexpected = causal.base_model.load_state_dict(trained.state_dict(), strict=False)
+    if missing or unexpected:
+        raise AssertionError(f"trained weights do not fit the causal LM: {missing[:3]} {unexpected[:3]}")
+    meta = _copy_metadata(folder, result.output)
+    extra = dict(meta["files"])
+    if width_plan is not None:
+        extra["width_plan.json"] = width_plan.model_dump_json(indent=1) + "\n"
+    training = {
+        "config": config.model_dump(mode="json"),
+        "data": data.description,
+        **result.model_dump(mode="json", exclude={"width_plan", "output"}),
+        "torch_threads": torch.get_num_threads(),
+    }
+    extra["finetune.json"] = json.dumps(training, indent=1) + "\n"
+    parent = meta["parent"]
+    # costs against the original model: the parent's source shape when the input was itself pruned
+    before = ModelShape(**parent["source_shape"]) if parent.get("source_shape") else input_shape
+    provenance = {
+        "source_model": parent.get("source_model", config.model),
+        "base_model": parent.get("base_model") or resolve_source(config.model, config.revision).base_model,
+        "license": parent.get("license"),
+        "command": invocation(),
+        "source_shape": before.model_dump(),
+        "costs": CostComparison.between(before, shape_from_config(causal.config)).model_dump(),
+        "parent": parent,
+    }
+    save_model(
+        causal,
+        tokenizer,
+        result.output,
+        encoder=config.encoder(),
+        provenance=provenance,
+        overwrite=config.overwrite,
+        verify=config.verify_reload,
+        dtype=config.dtype,
+        extra_files=extra,
+    )

@@ -1,0 +1,126 @@
+"""Learned width (EffiR "self-slimming"): a trainable gate per MLP neuron, its sparsity penalty, and the exact fold.
+
+A gated MLP computes ``down(ReLU(z) * act(gate(x)) * up(x))`` with one ``z_i`` per neuron, initialised to 1 (the
+identity). Training with InfoNCE plus ``penalty_weight * gate_penalty(...)`` pushes unneeded gates to exactly zero
+(ReLU clips them, and a clipped gate gets no gradient, so it stays closed). ``fold_gates`` then multiplies each
+surviving gate into its ``down_proj`` column, which is exact because ``down(g * h) = (down * g) h``, and returns the
+neurons to keep; ``plan.plan_from_gates`` + ``surgery.apply_plan`` slice the rest away.
+
+References: EffiR, Lei et al. 2026, arXiv 2512.20612 (section on fine-grained width reduction).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..arch import ArchSpec
+
+
+class GatedMLP(nn.Module):
+    """An MLP with a trainable gate ``neuron_gate`` (shape ``(width,)``) on its hidden neurons.
+
+    Takes over the wrapped MLP's projections and activation under their own names, so parameter names (and LoRA
+    targets) stay ``...mlp.gate_proj`` etc.; the only new parameter is ``...mlp.neuron_gate``.
+
+    Shapes: ``(batch, seq, hidden) -> (batch, seq, hidden)``.
+    """
+
+    def __init__(self, mlp: nn.Module, spec: ArchSpec, init: float = 1.0):
+        super().__init__()
+        self._names = (spec.gate, spec.up, spec.down, spec.act)
+        for name in self._names:
+            setattr(self, name, getattr(mlp, name))
+        object.__setattr__(self, "_plain", mlp)  # the original module, not registered as a child
+        weight = getattr(mlp, spec.gate).weight
+        self.neuron_gate = nn.Parameter(
+            torch.full((weight.shape[0],), float(init), dtype=torch.float32, device=weight.device)
+        )
+
+    def gate_values(self) -> torch.Tensor:
+        """``ReLU(z)``: the multiplier of each neuron, exactly 0 for a closed gate."""
+        return torch.relu(self.neuron_gate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate, up, down, act = (getattr(self, name) for name in self._names)
+        hidden = act(gate(x)) * up(x)  # (batch, seq, width)
+        return down(hidden * self.gate_values().to(hidden.dtype))
+
+    def unwrap(self) -> nn.Module:
+        """The original MLP module, holding this module's current projections (after training or a LoRA merge)."""
+        for name in self._names:
+            setattr(self._plain, name, getattr(self, name))
+        return self._plain
+
+
+def _layers(model, spec: ArchSpec):
+    return getattr(model.base_model, spec.layers)
+
+
+def insert_gates(model, spec: ArchSpec, init: float = 1.0) -> list[GatedMLP]:
+    """Wrap every present MLP of ``model`` in a ``GatedMLP`` **in place**; returns the gated modules in layer order.
+    With ``init=1`` the model computes exactly what it did before."""
+    gated = []
+    for layer in _layers(model, spec):
+        mlp = getattr(layer, spec.mlp)
+        if hasattr(mlp, spec.gate) and not isinstance(mlp, GatedMLP):
+            mlp = GatedMLP(mlp, spec, init)
+            setattr(layer, spec.mlp, mlp)
+        if isinstance(mlp, GatedMLP):
+            gated.append(mlp)
+    return gated
+
+
+def gate_penalty(gates: list[GatedMLP]) -> torch.Tensor:
+    """Sparsity regulariser ``R(z)``: the mean open-gate value ``mean_i ReLU(z_i)`` over all neurons of all gated
+    MLPs (an L1 penalty; scale-free, so one ``penalty_weight`` suits any model size)."""
+    values = torch.cat([g.gate_values() for g in gates])
+    return values.mean()
+
+
+def open_fraction(gates: list[GatedMLP]) -> float:
+    """Fraction of neurons whose gate is still open (``z > 0``)."""
+    with torch.no_grad():
+        open_ = sum(int((g.neuron_gate > 0).sum()) for g in gates)
+        return open_ / max(1, sum(g.neuron_gate.numel() for g in gates))
+
+
+def close_to_budget(gates: list[GatedMLP], keep: int) -> None:
+    """Close all but the ``keep`` largest open gates (globally), in place: the hard threshold used when training
+    ends before the penalty has reached the target width."""
+    with torch.no_grad():
+        values = torch.cat([g.neuron_gate.detach().float().flatten() for g in gates])
+        if int((values > 0).sum()) <= keep:
+            return
+        threshold = torch.topk(values, keep).values.min()
+        for g in gates:
+            # ties at the threshold are broken by position so exactly `keep` stay open
+            g.neuron_gate.masked_fill_(g.neuron_gate < threshold, 0.0)
+        values = torch.cat([g.neuron_gate.detach().flatten() for g in gates])
+        excess = int((values >= threshold).sum()) - keep
+        for g in reversed(gates):
+            if excess <= 0:
+                break
+            ties = torch.nonzero(g.neuron_gate == threshold).flatten().flip(0)[:excess]
+            g.neuron_gate[ties] = 0.0
+            excess -= ties.numel()
+
+
+def fold_gates(model, spec: ArchSpec) -> dict[int, list[int]]:
+    """Remove every ``GatedMLP`` **in place**, folding ``ReLU(z_i)`` into column ``i`` of ``down_proj``.
+
+    The model's outputs are unchanged (up to rounding in the weights' dtype). Returns, per layer that had gates,
+    the neurons with an open gate; the others now contribute exactly nothing and can be sliced away.
+    """
+    kept: dict[int, list[int]] = {}
+    for i, layer in enumerate(_layers(model, spec)):
+        mlp = getattr(layer, spec.mlp)
+        if not isinstance(mlp, GatedMLP):
+            continue
+        with torch.no_grad():
+            values = mlp.gate_values().detach()
+            down = getattr(mlp, spec.down)
+            down.weight.mul_(values.to(down.weight.dtype).unsqueeze(0))  # (hidden, width) * (1, width)
+        kept[i] = torch.nonzero(values > 0).flatten().tolist()
+        setattr(layer, spec.mlp, mlp.unwrap())
+    return kept

@@ -1,0 +1,84 @@
+"""Learned width: gates start as the identity, fold-and-slice is exact, and the penalty behaves as documented."""
+
+import pytest
+import torch
+
+from effir_surgery.arch import resolve_spec, shape_from_config
+from effir_surgery.ops.gate_mlp import (
+    GatedMLP,
+    close_to_budget,
+    fold_gates,
+    gate_penalty,
+    insert_gates,
+    open_fraction,
+)
+from effir_surgery.plan import plan_from_gates
+from effir_surgery.surgery import apply_plan
+
+
+def _logits(model, batch):
+    with torch.inference_mode():
+        return model(**batch, use_cache=False).logits
+
+
+def test_gates_at_one_are_the_identity(tiny_model, input_batch):
+    before = _logits(tiny_model, input_batch)
+    gates = insert_gates(tiny_model, resolve_spec(tiny_model.config))
+    assert len(gates) == 4 and all(isinstance(g, GatedMLP) for g in gates)
+    names = {n for n, _ in tiny_model.named_parameters()}
+    assert any(n.endswith("mlp.gate_proj.weight") for n in names)
+    assert any(n.endswith("mlp.neuron_gate") for n in names)
+    torch.testing.assert_close(_logits(tiny_model, input_batch), before, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("multiple", [1, 8])
+def test_fold_and_slice_is_exact(tiny_model, input_batch, multiple):
+    """Gates with values spread over (0, 2] and some exactly zero (one layer fully closed) give the same outputs as
+    the folded, sliced model without gates."""
+    spec = resolve_spec(tiny_model.config)
+    shape = shape_from_config(tiny_model.config)
+    gates = insert_gates(tiny_model, spec)
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for k, gate in enumerate(gates):
+            gate.neuron_gate.copy_(torch.rand(gate.neuron_gate.shape, generator=generator) * 2)
+            closed = torch.rand(gate.neuron_gate.shape, generator=generator) < 0.6
+            gate.neuron_gate[closed] = -0.5 if k % 2 else 0.0  # both ways a gate can be shut
+        gates[2].neuron_gate.fill_(-1.0)
+    gated_out = _logits(tiny_model, input_batch)
+
+    kept = fold_gates(tiny_model, spec)
+    assert not any(isinstance(m, GatedMLP) for m in tiny_model.modules())
+    assert kept[2] == []
+    plan = plan_from_gates(shape, kept, multiple=multiple, model_name="tiny")
+    apply_plan(tiny_model, plan)
+    widths = tiny_model.config.mlp_intermediate_sizes
+    has_bias = getattr(tiny_model.config, "mlp_bias", False)
+    assert widths[2] == (min(multiple, 64) if has_bias else 0)  # a closed MLP still adds down_proj's bias
+    for i in (0, 1, 3):
+        assert widths[i] >= len(kept[i]) and (widths[i] % multiple == 0 or widths[i] == 64)
+    torch.testing.assert_close(_logits(tiny_model, input_batch), gated_out, atol=1e-5, rtol=0)
+
+
+def test_penalty_gradient_closes_unused_gates(tiny_model):
+    """With only the penalty, gradient descent drives every gate to exactly zero and they stay closed."""
+    gates = insert_gates(tiny_model, resolve_spec(tiny_model.config))
+    optimizer = torch.optim.SGD([g.neuron_gate for g in gates], lr=100.0)
+    assert open_fraction(gates) == 1.0
+    for _ in range(3):
+        optimizer.zero_grad()
+        gate_penalty(gates).backward()
+        optimizer.step()
+    assert open_fraction(gates) == 0.0
+    assert float(gate_penalty(gates)) == 0.0
+
+
+def test_close_to_budget_keeps_exactly_the_largest(tiny_model):
+    gates = insert_gates(tiny_model, resolve_spec(tiny_model.config))
+    with torch.no_grad():
+        for k, g in enumerate(gates):
+            g.neuron_gate.copy_(torch.linspace(-1, 1, g.neuron_gate.numel()) + k * 0.01)
+        gates[0].neuron_gate[:5] = 0.5  # ties across the threshold
+    close_to_budget(gates, 40)
+    values = torch.cat([g.neuron_gate for g in gates])
+    assert int((values > 0).sum()) == 40
