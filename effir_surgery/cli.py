@@ -120,6 +120,12 @@ def main():
     default=None,
     help="Reload the saved folder in a clean process and compare outputs before finishing (default on).",
 )
+@click.option(
+    "--push-to-hub",
+    default=None,
+    metavar="REPO_ID",
+    help="After saving, publish the folder to this Hub repo (owner/name), as `effir-surgery push` does.",
+)
 @handle_errors
 def prune(model, **flags):
     """Remove MLP (or attention) sublayers and MLP neurons from MODEL and save a folder that loads with plain
@@ -283,6 +289,12 @@ def analyze(model, **flags):
     default=None,
     help="Reload the saved folder in a clean process before finishing (default on).",
 )
+@click.option(
+    "--push-to-hub",
+    default=None,
+    metavar="REPO_ID",
+    help="After saving, publish the folder to this Hub repo (owner/name), as `effir-surgery push` does.",
+)
 @handle_errors
 def finetune(model, **flags):
     """Fine-tune MODEL (a pruned folder or any model source) as a dense retriever.
@@ -292,7 +304,7 @@ def finetune(model, **flags):
     checkpoint. Works under `accelerate launch` for multi-GPU runs.
     """
     from .config import FinetuneConfig, validated
-    from .finetune import finetune as run_finetune
+    from .pipeline import finetune as run_finetune
 
     config = validated(FinetuneConfig, model=model, **_drop_none(flags))
     result = run_finetune(config)
@@ -304,6 +316,139 @@ def finetune(model, **flags):
         )
         if result.width_plan is not None:
             click.echo(result.width_plan.summary())
+
+
+@main.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--task", multiple=True, help="MTEB retrieval task name, e.g. SciFact (repeatable).")
+@click.option(
+    "--data-dir",
+    multiple=True,
+    type=click.Path(),
+    help="Local BEIR folder for a task, read offline (repeatable; pairs with --task in order).",
+)
+@click.option("--split", default=None, help="Evaluation split (default test).")
+@click.option("--max-queries", type=int, default=None, help="Subsample queries (their relevant documents are kept).")
+@click.option("--max-docs", type=int, default=None, help="Subsample the corpus to about this many documents.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(),
+    default=None,
+    help="Folder for results.json, results.md, tradeoff.png (default ./eval).",
+)
+@click.option("--batch-size", type=int, default=None, help="Encoding batch size (default 16).")
+@click.option("--max-length", type=int, default=None, help="Truncate texts to this many tokens (default: model's).")
+@click.option(
+    "--dtype",
+    type=click.Choice(["float32", "bfloat16", "float16"]),
+    default=None,
+    help="Weights dtype (default float32).",
+)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto).")
+@click.option("--speed-docs", type=int, default=None, help="Corpus documents timed per model (default 128).")
+@click.option("--measure/--no-measure", default=None, help="Measure throughput and memory (default on).")
+@click.option("--seed", type=int, default=None, help="Seed for subsampling (default 0).")
+@handle_errors
+def evaluate(models, **flags):
+    """Evaluate MODELS on retrieval tasks with MTEB, with an efficiency report (params, FLOPs/token, measured
+    throughput, peak memory) measured the same way for every model.
+
+    MODELS are pruned or fine-tuned folders, Hub ids, 'smollm2-135m', or the baselines 'bm25' and
+    'all-MiniLM-L6-v2'. The first dense model is the reference for speed-ups.
+    """
+    from .config import EvalConfig, validated
+    from .evaluate import evaluate as run_evaluate
+    from .evaluate import results_table
+
+    flags["task"] = list(flags["task"]) or None
+    flags["data_dir"] = list(flags["data_dir"]) or None
+    config = validated(EvalConfig, models=list(models), **_drop_none(flags))
+    results = run_evaluate(config)
+    click.echo(results_table(results))
+    click.echo(f"wrote {config.output}/results.json, results.md, tradeoff.png")
+
+
+@main.command()
+@click.argument("recipe", type=click.Path())
+@click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a recipe setting, e.g. --set finetune.max_steps=20 (repeatable).",
+)
+@click.option(
+    "--skip",
+    multiple=True,
+    type=click.Choice(["prune", "finetune", "evaluate", "push"]),
+    help="Skip a stage (repeatable).",
+)
+@handle_errors
+def run(recipe, overrides, skip):
+    """Run a RECIPE (YAML): load -> analyze -> plan -> surgery -> fine-tune -> evaluate -> push.
+
+    Stage outputs stay in the recipe's run_dir; rerunning reuses every stage whose settings, input and output
+    are unchanged (checked by content hash) and resumes an interrupted fine-tuning.
+    """
+    from .config import load_recipe
+    from .evaluate import EvalResults, results_table
+    from .pipeline import run as run_pipeline
+
+    config = load_recipe(recipe, list(overrides))
+    result = run_pipeline(config, tuple(skip))
+    for name, stage in result.stages.items():
+        click.echo(f"{name}: {stage['status']} -> {stage['output']}")
+    if result.results:
+        click.echo(results_table(EvalResults.model_validate(result.results)))
+    click.echo(f"run finished in {result.seconds:.1f}s ({result.run_dir})")
+
+
+@main.command()
+@click.argument("folder", metavar="MODEL_DIR", type=click.Path())
+@click.option("--repo-id", required=True, help="Hub model repo to publish to, owner/name (created if missing).")
+@click.option(
+    "--private", is_flag=True, default=None, help="Create the repo as private (an existing repo keeps its visibility)."
+)
+@click.option("--revision", default=None, help="Branch to upload to (created if missing; default main).")
+@click.option(
+    "--commit-message", default=None, help="Commit message (default: 'Upload NAME with effir-surgery VERSION')."
+)
+@click.option(
+    "--dry-run", is_flag=True, default=None, help="Check the folder, print its files and model card; upload nothing."
+)
+@handle_errors
+def push(folder, **flags):
+    """Publish MODEL_DIR, a folder saved by prune or finetune, on the Hugging Face Hub with a generated model card.
+
+    A pre-flight check runs first (files, weights against the config, remote code and auto_map, tokenizer,
+    sentence-transformers files, plan, clean-process reload); a folder that fails is refused with the list of
+    problems. The token comes from HF_TOKEN or `hf auth login`. README.md in MODEL_DIR is regenerated.
+    """
+    from .config import PushConfig, validated
+    from .hub import push as run_push
+
+    config = validated(PushConfig, folder=folder, **_drop_none(flags))
+    result = run_push(config)
+    click.echo(result.summary())
+    if config.dry_run:
+        click.echo("\n--- README.md (model card) ---\n" + result.card)
+
+
+@main.command()
+@click.argument("model", metavar="MODEL_DIR_OR_REPO")
+@click.option("--revision", default=None, help="Branch, tag or commit of a Hub repo id (default main).")
+@handle_errors
+def verify(model, **flags):
+    """Check that the remote code (configuration_effir.py, modeling_effir.py) of a saved folder or a Hub repo is
+    exactly the code this effir-surgery version ships, and that auto_map points at it. Exits with code 2 naming
+    the file that differs. For a repo id only config.json and those two files are downloaded.
+    """
+    from .config import VerifyConfig, validated
+    from .hub import verify as run_verify
+
+    config = validated(VerifyConfig, model=model, **_drop_none(flags))
+    click.echo(run_verify(config).summary())
 
 
 if __name__ == "__main__":

@@ -35,6 +35,33 @@ def parse_count(value) -> int | None:
     return int(float(match.group(1)) * scale)
 
 
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+
+
+def check_repo_id(value: str | None) -> str | None:
+    """Accept a Hub model repo id ``owner/name`` under the Hub's naming rules (letters, digits, ``-``, ``_``,
+    ``.``; no ``--`` or ``..``; name at most 96 characters), so a typo fails before any work is done."""
+    if value is None:
+        return value
+    name = value.split("/")[-1]
+    if not _REPO_ID.match(value) or "--" in value or ".." in value or len(name) > 96 or name.endswith(".git"):
+        raise ValueError(
+            f"'{value}' is not a Hub repo id; write it as owner/name using letters, digits, '-', '_' and '.'."
+        )
+    return value
+
+
+class HubTarget(StrictConfig):
+    """``push_to_hub``: publish the result to this Hub model repo (``owner/name``) when the command succeeds."""
+
+    push_to_hub: str | None = None
+
+    @field_validator("push_to_hub")
+    @classmethod
+    def _repo_id(cls, value):
+        return check_repo_id(value)
+
+
 class EncoderConfig(StrictConfig):
     """How texts become embeddings; shared by fine-tuning, evaluation and the saved sentence-transformers files.
 
@@ -145,7 +172,7 @@ class PlanConfig(StrictConfig):
         )
 
 
-class PruneConfig(LoadConfig, PlanConfig, CalibConfig):
+class PruneConfig(LoadConfig, PlanConfig, CalibConfig, HubTarget):
     """``effir-surgery prune``: load, score, plan, cut, save (atomically) and check the reload."""
 
     output: Path | None = None
@@ -159,6 +186,8 @@ class PruneConfig(LoadConfig, PlanConfig, CalibConfig):
     def _output_needed(self):
         if self.output is None and not self.dry_run:
             raise ValueError("an output folder is required (-o/--output DIR) unless --dry-run is given.")
+        if self.push_to_hub and self.dry_run:
+            raise ValueError("--push-to-hub publishes the saved folder; a --dry-run saves nothing to publish.")
         return self
 
 
@@ -172,6 +201,36 @@ class AnalyzeConfig(LoadConfig, CalibConfig):
     probe_queries: int = Field(32, ge=1)
     probe_docs: int = Field(160, ge=2)
     probe_max_length: int = Field(128, ge=8)
+
+
+class PushConfig(StrictConfig):
+    """``effir-surgery push``: publish a saved folder on the Hugging Face Hub after a pre-flight check.
+
+    ``folder`` is uploaded to the model repo ``repo_id`` (created when missing; ``private`` applies only then) on
+    branch ``revision`` (default ``main``; created when missing) with a generated model card. ``dry_run`` runs the
+    check and renders the card without uploading. The token comes from huggingface_hub (``HF_TOKEN`` or
+    ``hf auth login``).
+    """
+
+    folder: Path
+    repo_id: str
+    private: bool = False
+    revision: str | None = None
+    commit_message: str | None = None
+    dry_run: bool = False
+
+    @field_validator("repo_id")
+    @classmethod
+    def _repo_id(cls, value):
+        return check_repo_id(value)
+
+
+class VerifyConfig(StrictConfig):
+    """``effir-surgery verify``: compare a folder's or a Hub repo's remote code with the files this toolkit version
+    ships. ``model`` is a local folder or a repo id; ``revision`` (repo ids only) pins a branch, tag or commit."""
+
+    model: str
+    revision: str | None = None
 
 
 def validated(cls: type[StrictConfig], *, as_flags: bool = True, **values) -> StrictConfig:
@@ -196,21 +255,16 @@ def format_validation_error(exc: ValidationError, as_flags: bool = False) -> str
     return "; ".join(parts)
 
 
-class FinetuneConfig(EncoderConfig):
-    """``effir-surgery finetune``: contrastive retrieval fine-tuning (InfoNCE with in-batch and hard negatives,
-    GradCache) of a model folder or any model source, optionally with LoRA and with learned MLP widths.
+class FinetuneSettings(EncoderConfig):
+    """How to fine-tune (the ``finetune`` stage of a recipe): contrastive retrieval fine-tuning (InfoNCE with
+    in-batch and hard negatives, GradCache), optionally with LoRA and with learned MLP widths.
 
     ``scale`` is the inverse temperature of InfoNCE (50 = temperature 0.02). ``batch_size`` queries per step share
     their positives and hard negatives as negatives; ``mini_batch_size`` bounds memory (GradCache).
     """
 
-    model: str
     train: str
-    output: Path
     train_split: str = "train"
-    revision: str | None = None
-    dtype: Dtype = "float32"
-    device: str = "auto"
     max_length: int = Field(256, ge=8)
     hard_negatives: int = Field(1, ge=0)
     mine: Literal["bm25", "model", "none"] = "bm25"
@@ -240,8 +294,6 @@ class FinetuneConfig(EncoderConfig):
     gate_penalty: float = Field(1.0, ge=0)
     gate_learning_rate: float = Field(0.05, gt=0)
     width_multiple: int = Field(8, ge=1)
-    overwrite: bool = False
-    verify_reload: bool = True
 
     @field_validator("mlp_width")
     @classmethod
@@ -271,3 +323,131 @@ class FinetuneConfig(EncoderConfig):
         return EncoderConfig(
             query_prompt=self.query_prompt, document_prompt=self.document_prompt, max_length=self.max_length
         )
+
+
+class FinetuneConfig(LoadConfig, FinetuneSettings, HubTarget):
+    """``effir-surgery finetune``: fine-tune a model folder or any model source as a retriever and save it."""
+
+    output: Path
+    overwrite: bool = False
+    verify_reload: bool = True
+
+
+class EvalSettings(StrictConfig):
+    """What to evaluate on and how (the ``evaluate`` stage of a recipe). Tasks are MTEB task names (data from the
+    Hub) or local BEIR folders (``data_dir``, paired in order with ``task`` when both are given). ``cache_dir``
+    holds mteb results per model content and task content (default ``OUTPUT/mteb-cache``); runs that share it
+    never score the same model on the same data twice."""
+
+    task: list[str] = []
+    data_dir: list[str] = []
+    split: str = "test"
+    max_queries: int | None = Field(None, ge=1)
+    max_docs: int | None = Field(None, ge=1)
+    batch_size: int = Field(16, ge=1)
+    max_length: int | None = Field(None, ge=8)
+    dtype: Dtype = "float32"
+    device: str = "auto"
+    speed_docs: int = Field(128, ge=1)
+    measure: bool = True
+    seed: int = 0
+    cache_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _tasks(self):
+        if not self.task and not self.data_dir:
+            raise ValueError("give at least one --task NAME or --data-dir BEIR_FOLDER.")
+        if self.task and self.data_dir and len(self.task) != len(self.data_dir):
+            raise ValueError(
+                f"{len(self.task)} --task and {len(self.data_dir)} --data-dir given; pair them one to one "
+                "(or give only --data-dir and the task name is taken from the folder)."
+            )
+        return self
+
+
+class EvalConfig(EvalSettings):
+    """``effir-surgery evaluate``: retrieval quality through mteb plus an efficiency report, for several models.
+
+    Models are model sources (pruned folders, Hub ids, ``smollm2-135m``) or baseline names (``bm25``,
+    ``all-MiniLM-L6-v2``); the first dense model is the reference for speed-ups.
+    """
+
+    models: list[str] = Field(min_length=1)
+    output: Path = Path("eval")
+
+
+class PruneStage(PlanConfig, CalibConfig):
+    """The ``prune`` stage of a recipe: what to cut (the model, dtype and output folder come from the recipe)."""
+
+    verify_reload: bool = True
+
+
+class EvalStage(EvalSettings):
+    """The ``evaluate`` stage of a recipe. The run's final model is evaluated first (the speed-up reference);
+    ``models`` adds more: baselines (``bm25``, ``all-MiniLM-L6-v2``), other folders, ``@source`` (the recipe's
+    model before any stage) or ``@pruned`` (this run's prune output, before fine-tuning)."""
+
+    models: list[str] = []
+
+
+class PipelineConfig(HubTarget):
+    """A recipe for ``effir-surgery run``: one model through prune -> finetune -> evaluate -> push.
+
+    Every stage is optional (omit it, set it to null, or ``--skip`` it). Stage outputs live in ``run_dir``
+    (``pruned/``, ``finetuned/``, ``eval/``); a rerun reuses every stage whose inputs and settings hash to what
+    was recorded and whose output is unchanged. Relative paths are relative to the current directory.
+    """
+
+    name: str | None = None
+    model: str
+    revision: str | None = None
+    dtype: Dtype = "float32"
+    device: str = "auto"
+    run_dir: Path
+    prune: PruneStage | None = None
+    finetune: FinetuneSettings | None = None
+    evaluate: EvalStage | None = None
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``--set dotted.key=value`` overrides (values parsed as YAML: numbers, booleans, null, lists)."""
+    import copy
+
+    import yaml
+
+    data = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise EffirError(f"--set {item!r}: expected KEY=VALUE, e.g. --set finetune.max_steps=20")
+        key, _, raw = item.partition("=")
+        value = yaml.safe_load(raw) if raw.strip() else None
+        node = data
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if node.get(part) is None:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise EffirError(f"--set {key}: '{part}' is not a section.")
+            node = node[part]
+        node[parts[-1]] = value
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+    """Read a recipe YAML, apply ``--set`` overrides, validate; errors name the recipe and the field."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise EffirError(f"Recipe '{path}' does not exist.")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise EffirError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from None
+    if not isinstance(data, dict):
+        raise EffirError(f"{path}: a recipe is a mapping of settings.")
+    data = apply_overrides(data, overrides or [])
+    try:
+        return PipelineConfig(**data)
+    except ValidationError as exc:
+        raise EffirError(f"{path}: {format_validation_error(exc)}") from None

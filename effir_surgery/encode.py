@@ -168,23 +168,29 @@ def read_encoder_config(folder: str | Path) -> EncoderConfig | None:
     )
 
 
+def best_time(run, repeats: int) -> float:
+    """Seconds of the fastest of ``repeats`` calls of ``run`` (the least disturbed by other load)."""
+    import time
+
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def measure_throughput(encoder: Encoder, texts: list[str], batch_size: int = 16, repeats: int = 3) -> dict:
     """Encode ``texts`` as documents ``repeats`` times after one warm-up batch; report the fastest pass.
 
     Returns ``{"texts", "tokens", "seconds", "tokens_per_s", "docs_per_s", "batch_size", "dtype", "threads"}``;
     ``tokens`` counts real (unpadded) tokens after truncation, EOS included.
     """
-    import time
-
     import torch
 
     tokens = int(encoder.tokenize(texts)["attention_mask"].sum())
     encoder.encode(texts[:batch_size], batch_size=batch_size)  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        encoder.encode(texts, batch_size=batch_size)
-        best = min(best, time.perf_counter() - start)
+    best = best_time(lambda: encoder.encode(texts, batch_size=batch_size), repeats)
     return {
         "texts": len(texts),
         "tokens": tokens,

@@ -16,7 +16,7 @@ from .analyze import ImportanceReport, analyze_importance
 from .arch import shape_from_config
 from .beir import load_beir
 from .calib import load_calibration
-from .config import AnalyzeConfig, PruneConfig
+from .config import AnalyzeConfig, PipelineConfig, PruneConfig
 from .errors import EffirError
 from .load import load_config, load_model, local_folder, resolve_source
 from .plan import SurgeryPlan, make_plan, validate_plan_config
@@ -109,6 +109,10 @@ def prune(config: PruneConfig) -> PruneResult:
         texts = load_calibration(config.calib, 64).texts
         info(f"Comparing source and pruned model in a clean process on {len(texts)} texts ...")
         comparison = compare_in_fresh_process(local_folder(source), config.output, texts, config.dtype, 8)
+    if config.push_to_hub:
+        from .hub import push_saved
+
+        push_saved(config.output, config.push_to_hub)
     return PruneResult(
         plan=plan,
         record=record,
@@ -184,3 +188,178 @@ def analyze(config: AnalyzeConfig) -> ImportanceReport:
     (out / "importance.md").write_text(importance_table(report) + "\n")
     plot_importance(report, out / "importance.png")
     return report
+
+
+def finetune(config):
+    """``effir-surgery finetune``: fine-tune and save (``finetune.finetune``), then push when asked."""
+    from accelerate import PartialState
+
+    from .finetune import finetune as run_finetune
+
+    result = run_finetune(config)
+    if config.push_to_hub and PartialState().is_main_process:
+        from .hub import push_saved
+
+        push_saved(config.output, config.push_to_hub)
+    return result
+
+
+def folder_hash(path: Path) -> str:
+    """Content hash of a stage output (every file's relative path, size and bytes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path.parent if path.is_file() else path)).encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def _key(*parts) -> str:
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+class RunResult(BaseModel):
+    """Outcome of ``run``: each stage's status (ran / reused / skipped), seconds and output."""
+
+    run_dir: Path
+    stages: dict[str, dict]
+    results: dict | None = None
+    seconds: float
+
+
+def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
+    """Run a recipe: prune -> finetune -> evaluate -> push, reusing completed stages.
+
+    A stage is reused when its settings, its input (the previous stage's output hash, or the source model) and its
+    recorded output hash all still match; otherwise it runs and every later stage reruns after it. An interrupted
+    fine-tuning resumes from its last checkpoint. Under ``accelerate launch`` only the main process prunes,
+    evaluates and pushes; every process trains.
+    """
+    import json
+
+    from accelerate import PartialState
+
+    from .config import EvalConfig, FinetuneConfig
+    from .evaluate import evaluate as run_evaluate
+    from .finetune import finetune as run_finetune
+
+    started = time.perf_counter()
+    state = PartialState()
+    run_dir = Path(config.run_dir)
+    record_path = run_dir / "run.json"
+    if state.is_main_process:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {"stages": {}}
+    resolve_source(config.model, config.revision)  # a bad model reference fails before any stage
+    names = [n for n in ("prune", "finetune", "evaluate", "push") if n not in skip and _stage(config, n) is not None]
+    upstream = _key(config.model, config.revision, _source_fingerprint(config.model))
+    current = config.model
+    pruned = None
+    status: dict[str, dict] = {}
+    for index, name in enumerate(names, start=1):
+        settings = _stage(config, name)
+        key = _key(name, settings, upstream, config.dtype)
+        out = run_dir / {"prune": "pruned", "finetune": "finetuned", "evaluate": "eval", "push": "push.json"}[name]
+        previous = record["stages"].get(name, {})
+        reusable = previous.get("key") == key and out.exists() and folder_hash(out) == previous.get("output")
+        info(f"[bold]stage {index}/{len(names)}: {name}[/] " + ("(up to date: reused)" if reusable else ""))
+        stage_started = time.perf_counter()
+        if not reusable:
+            if name == "prune":
+                if state.is_main_process:
+                    prune(
+                        PruneConfig(
+                            model=current,
+                            revision=config.revision,
+                            dtype=config.dtype,
+                            device=config.device,
+                            output=out,
+                            overwrite=True,
+                            **settings.model_dump(),
+                        )
+                    )
+            elif name == "finetune":
+                run_finetune(
+                    FinetuneConfig(
+                        model=str(current),
+                        output=out,
+                        dtype=config.dtype,
+                        device=config.device,
+                        overwrite=True,
+                        **settings.model_dump(),
+                    )
+                )
+            elif name == "evaluate" and state.is_main_process:
+                fields = settings.model_dump(exclude={"models"})
+                for inherited in ("dtype", "device"):  # the recipe's value unless the stage sets its own
+                    if inherited not in settings.model_fields_set:
+                        fields[inherited] = getattr(config, inherited)
+                extra = [_model_ref(m, config, pruned) for m in settings.models]
+                run_evaluate(EvalConfig(models=[str(current), *extra], output=out, **fields))
+            elif name == "push" and state.is_main_process:
+                from .hub import push_saved
+
+                push_saved(Path(current), config.push_to_hub)
+                out.write_text(json.dumps({"repo_id": config.push_to_hub, "folder": str(current)}) + "\n")
+            state.wait_for_everyone()
+            seconds = time.perf_counter() - stage_started
+            if state.is_main_process:
+                record["stages"][name] = {
+                    "key": key,
+                    "output": folder_hash(out),
+                    "seconds": round(seconds, 1),
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                }
+                # later stages depend on this output: forget them so they cannot be reused by accident
+                for later in names[index:]:
+                    record["stages"].pop(later, None)
+                record_path.write_text(json.dumps(record, indent=1) + "\n")
+        status[name] = {
+            "status": "reused" if reusable else "ran",
+            "seconds": record["stages"].get(name, {}).get("seconds"),
+            "output": str(out),
+        }
+        info(f"  {name}: {status[name]['status']} in {time.perf_counter() - stage_started:.1f}s -> {out}")
+        upstream = record["stages"].get(name, {}).get("output", key)
+        if name == "prune":
+            pruned = out
+        if name in ("prune", "finetune"):
+            current = out
+    results = None
+    eval_dir = run_dir / "eval" / "results.json"
+    if "evaluate" in names and eval_dir.is_file():
+        results = json.loads(eval_dir.read_text())
+    return RunResult(run_dir=run_dir, stages=status, results=results, seconds=time.perf_counter() - started)
+
+
+def _stage(config, name: str):
+    if name == "push":
+        return config.push_to_hub
+    return getattr(config, name)
+
+
+def _source_fingerprint(model: str) -> str:
+    """Cheap identity of the source: a local folder's config and weight sizes; a Hub id's name is enough here."""
+    path = Path(model)
+    if path.is_dir():
+        parts = [(p.name, p.stat().st_size) for p in sorted(path.glob("*")) if p.is_file()]
+        config = (path / "config.json").read_text() if (path / "config.json").is_file() else ""
+        return _key(parts, config)
+    return model
+
+
+def _model_ref(name: str, config, pruned: Path | None) -> str:
+    if name == "@source":
+        return config.model
+    if name == "@pruned":
+        if pruned is None:
+            raise EffirError("evaluate.models has '@pruned' but the recipe has no prune stage.")
+        return str(pruned)
+    return name

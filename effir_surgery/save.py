@@ -17,12 +17,12 @@ from pathlib import Path
 
 from . import __version__
 from ._logging import info
+from .card import REMOTE_CODE_FILES
 from .config import EncoderConfig
 from .encode import prepare_tokenizer, write_st_files
 from .errors import EffirError
 
 HF_DIR = Path(__file__).with_name("hf")
-REMOTE_CODE_FILES = ("configuration_effir.py", "modeling_effir.py")
 # Folder-local files a saved checkpoint must never carry to the Hub.
 _TOKENIZER_LOCAL_KEYS = ("local_files_only", "is_local", "cache_dir", "_commit_hash", "token")
 
@@ -74,25 +74,31 @@ def is_effir_config(config) -> bool:
     return str(getattr(config, "model_type", "")).startswith("effir_")
 
 
+def expected_auto_map(model_type: str) -> dict[str, str] | None:
+    """The ``auto_map`` a folder of effir ``model_type`` must carry: every auto class points at the local
+    remote-code files. ``None`` when this toolkit version has no such model_type."""
+    from .hf.configuration_effir import EFFIR_CONFIGS
+    from .hf.modeling_effir import EFFIR_MODELS
+
+    for base_type, config_cls in EFFIR_CONFIGS.items():
+        if config_cls.model_type == model_type:
+            base_cls, causal_cls = EFFIR_MODELS[base_type]
+            return {
+                "AutoConfig": f"configuration_effir.{config_cls.__name__}",
+                "AutoModel": f"modeling_effir.{base_cls.__name__}",
+                "AutoModelForCausalLM": f"modeling_effir.{causal_cls.__name__}",
+            }
+    return None
+
+
 def _fix_auto_map(folder: Path, config) -> None:
     """Point ``auto_map`` at the local remote-code files for every auto class and copy the files in."""
     for name in REMOTE_CODE_FILES:
         shutil.copyfile(HF_DIR / name, folder / name)
     config_path = folder / "config.json"
     data = json.loads(config_path.read_text())
-    data["auto_map"] = {
-        "AutoConfig": f"configuration_effir.{type(config).__name__}",
-        "AutoModel": f"modeling_effir.{_class_name(config, causal=False)}",
-        "AutoModelForCausalLM": f"modeling_effir.{_class_name(config, causal=True)}",
-    }
+    data["auto_map"] = expected_auto_map(config.model_type)
     _write_json(config_path, data)
-
-
-def _class_name(config, causal: bool) -> str:
-    from .hf.modeling_effir import EFFIR_MODELS
-
-    base_cls, causal_cls = EFFIR_MODELS[config.base_model_type]
-    return (causal_cls if causal else base_cls).__name__
 
 
 def _sanitize_tokenizer_config(folder: Path) -> None:
@@ -106,25 +112,75 @@ def _sanitize_tokenizer_config(folder: Path) -> None:
 
 
 def check_folder_files(folder: str | Path) -> list[str]:
-    """Problems that make a saved folder unusable, without loading it (empty list when fine)."""
+    """Problems that make a saved folder unusable, found from its files alone (empty list when fine).
+
+    Checks that ``config.json`` parses; for an effir config, that both remote-code files are present and that
+    ``auto_map`` points every auto class at them (a reference to another repo, ``repo--module.Class``, would run
+    that repo's code); that safetensors weights, the tokenizer (``tokenizer.json`` carries the EOS-appending
+    post-processor) and the sentence-transformers files are present. Weights are not read: ``hub.preflight``
+    compares them with the config.
+    """
     folder = Path(folder)
-    problems = []
     config_path = folder / "config.json"
     if not config_path.is_file():
         return ["config.json is missing"]
-    data = json.loads(config_path.read_text())
-    if str(data.get("model_type", "")).startswith("effir_"):
-        auto_map = data.get("auto_map") or {}
-        for auto in ("AutoConfig", "AutoModel", "AutoModelForCausalLM"):
-            ref = auto_map.get(auto)
-            if not ref:
-                problems.append(f"auto_map has no {auto} entry")
-            elif "--" in ref or not (folder / f"{ref.split('.')[0]}.py").is_file():
+    try:
+        data = json.loads(config_path.read_text())
+    except ValueError as exc:
+        return [f"config.json is not valid JSON ({exc})"]
+    problems = []
+    model_type = str(data.get("model_type", ""))
+    auto_map = data.get("auto_map") or {}
+    if not isinstance(auto_map, dict):
+        problems.append(f"auto_map is {type(auto_map).__name__}, not a mapping of auto class to module.Class")
+        auto_map = {}
+    expected = None
+    if model_type.startswith("effir_"):
+        for name in REMOTE_CODE_FILES:
+            if not (folder / name).is_file():
+                problems.append(f"{name} is missing (remote code that model_type '{model_type}' needs)")
+        expected = expected_auto_map(model_type)
+        if expected is None:
+            problems.append(f"model_type '{model_type}' is not one that effir-surgery {__version__} writes")
+        for auto, want in (expected or {}).items():
+            if not auto_map.get(auto):
+                problems.append(f"auto_map has no {auto} entry (expected '{want}')")
+            elif auto_map[auto] != want:
+                problems.append(f"auto_map.{auto} is '{auto_map[auto]}'; model_type '{model_type}' needs '{want}'")
+    for auto, refs in auto_map.items():
+        if auto in (expected or {}):
+            continue  # checked against the exact reference above
+        # AutoTokenizer maps to a [slow, fast] pair, either of which may be null
+        for ref in refs if isinstance(refs, list) else [refs]:
+            if ref is not None and ("--" in str(ref) or not (folder / f"{str(ref).split('.')[0]}.py").is_file()):
                 problems.append(f"auto_map.{auto} points at '{ref}', which is not a file in the folder")
     if not list(folder.glob("*.safetensors")):
         problems.append("no *.safetensors weights")
-    if not (folder / "tokenizer_config.json").is_file():
-        problems.append("tokenizer files are missing")
+    for name in ("tokenizer_config.json", "tokenizer.json"):
+        if not (folder / name).is_file():
+            problems.append(f"{name} is missing (tokenizer)")
+    problems += _st_problems(folder)
+    return problems
+
+
+def _st_problems(folder: Path) -> list[str]:
+    """Missing or unreadable sentence-transformers files: ``modules.json``, the config of every module stored in a
+    subfolder (pooling), and ``config_sentence_transformers.json`` (prompts, similarity)."""
+    problems = []
+    if not (folder / "config_sentence_transformers.json").is_file():
+        problems.append("config_sentence_transformers.json is missing (sentence-transformers)")
+    path = folder / "modules.json"
+    if not path.is_file():
+        return [*problems, "modules.json is missing (sentence-transformers)"]
+    try:
+        modules = json.loads(path.read_text())
+        stored = [(m["path"], m["type"]) for m in modules if m.get("path")]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        return [*problems, f"modules.json is not a sentence-transformers module list ({exc})"]
+    for sub, kind in stored:
+        # Normalize keeps no state; every other module in a subfolder (Pooling, Dense) is rebuilt from its config.
+        if not kind.endswith("Normalize") and not (folder / sub / "config.json").is_file():
+            problems.append(f"{sub}/config.json is missing (sentence-transformers module {kind.split('.')[-1]})")
     return problems
 
 
@@ -216,7 +272,7 @@ def save_model(
         )
         for name, text in (extra_files or {}).items():
             (tmp / name).write_text(text)
-        write_model_card(tmp)
+        write_model_card(tmp, model_path=out)
         problems = check_folder_files(tmp)
         if problems:
             raise AssertionError(f"saved folder is incomplete: {problems}")

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from effir_surgery.cli import main
-from effir_surgery.config import AnalyzeConfig, PruneConfig
+from effir_surgery.config import AnalyzeConfig, PruneConfig, PushConfig, VerifyConfig
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def run(*args):
     return result
 
 
-COMMAND_CONFIGS = {"prune": PruneConfig, "analyze": AnalyzeConfig}
+COMMAND_CONFIGS = {"prune": PruneConfig, "analyze": AnalyzeConfig, "push": PushConfig, "verify": VerifyConfig}
 
 
 @pytest.mark.parametrize("name", sorted(COMMAND_CONFIGS))

@@ -37,7 +37,7 @@ from ..surgery import apply_plan
 from .data import bm25_negatives, build_rows, read_train_data
 
 # Settings that do not change what is trained; a rerun that differs only in these still resumes.
-_NOT_RUN_DEFINING = {"overwrite", "verify_reload", "logging_steps", "output", "device"}
+_NOT_RUN_DEFINING = {"overwrite", "verify_reload", "logging_steps", "output", "device", "push_to_hub"}
 TRAINABLE_FILE = "trainable.safetensors"
 
 

@@ -1,0 +1,429 @@
+"""``evaluate``: retrieval quality through mteb and an efficiency report, for several models side by side.
+
+Tasks are MTEB tasks loaded from the Hub, or local BEIR folders wrapped in an ``AbsTaskRetrieval`` subclass that
+reads the files offline (``local_task``), keeps the official task's metadata and ``ignore_identical_ids`` when the
+folder is a known MTEB dataset, and can subsample queries and documents. All metrics (nDCG@10, Recall@100,
+MRR@10) come from mteb. Each model has its own result cache keyed by a hash of its files.
+
+Output: ``results.json`` (schema ``effir-surgery/results/v1``, documented in docs/evaluation.md), ``results.md``
+and ``tradeoff.png`` (quality against throughput).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from . import __version__
+from ._logging import info
+from .beir import BeirSplit, load_beir
+from .config import EvalConfig
+from .errors import EffirError
+from .retrievers import RetrieverSpec, load_dense, measure_in_fresh_process, resolve_retriever
+from .save import invocation
+
+RESULTS_SCHEMA = "effir-surgery/results/v1"
+METRICS = ("main_score", "ndcg_at_10", "recall_at_100", "mrr_at_10")
+
+
+class EvalResults(BaseModel):
+    """The content of ``results.json``."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    schema_: str = Field(RESULTS_SCHEMA, alias="schema")
+    tool_version: str = __version__
+    created: str
+    command: str
+    models: list[dict]
+
+    def dump(self) -> dict:
+        return self.model_dump(by_alias=True)
+
+
+@dataclass
+class TaskSource:
+    """One task to run: its MTEB name, and the local BEIR folder or None (Hub)."""
+
+    name: str
+    folder: Path | None
+
+
+def _mteb_task_names() -> dict[str, str]:
+    import mteb
+
+    return {t.metadata.name.lower(): t.metadata.name for t in mteb.get_tasks(task_types=["Retrieval"])}
+
+
+def resolve_tasks(config: EvalConfig) -> list[TaskSource]:
+    """Pair task names and folders, checking folders and names before any model is loaded."""
+    known = _mteb_task_names()
+    sources = []
+    if config.data_dir:
+        names = config.task or [Path(d).name for d in config.data_dir]
+        for name, folder in zip(names, config.data_dir, strict=True):
+            folder = Path(folder)
+            if not folder.is_dir():
+                raise EffirError(f"--data-dir '{folder}' does not exist.")
+            sources.append(TaskSource(known.get(name.lower(), name), folder))
+    else:
+        for name in config.task:
+            if name.lower() not in known:
+                close = [k for k in known.values() if name.lower()[:4] in k.lower()][:5]
+                raise EffirError(
+                    f"Unknown MTEB retrieval task '{name}'"
+                    + (f"; did you mean {', '.join(close)}?" if close else ".")
+                    + " For a local BEIR folder pass --data-dir."
+                )
+            sources.append(TaskSource(known[name.lower()], None))
+    return sources
+
+
+def subsample(data: BeirSplit, max_queries: int | None, max_docs: int | None, seed: int) -> tuple[BeirSplit, dict]:
+    """Keep ``max_queries`` judged queries and at most ``max_docs`` documents, always including every relevant
+    document of the kept queries (so recall stays meaningful; scores are then higher than on the full corpus)."""
+    if max_queries is None and max_docs is None:
+        return data, None
+    rng = random.Random(seed)
+    queries = sorted(data.queries)
+    if max_queries is not None and max_queries < len(queries):
+        queries = sorted(rng.sample(queries, max_queries))
+    relevant = sorted({d for q in queries for d in data.qrels[q] if d in data.corpus})
+    others = sorted(set(data.corpus) - set(relevant))
+    budget = max(0, (max_docs if max_docs is not None else len(data.corpus)) - len(relevant))
+    pool = set(relevant) | set(rng.sample(others, min(budget, len(others))))
+    corpus = {d: doc for d, doc in data.corpus.items() if d in pool}
+    note = (
+        f"{len(queries)} of {len(data.queries)} queries, {len(corpus)} of {len(data.corpus)} documents "
+        f"(all {len(relevant)} relevant documents of those queries kept; seed {seed})"
+    )
+    if max_docs is not None and len(relevant) > max_docs:
+        note += f"; --max-docs {max_docs} was raised to keep the relevant documents"
+    small = BeirSplit(
+        data.name,
+        data.split,
+        corpus,
+        {q: data.queries[q] for q in queries},
+        {q: data.qrels[q] for q in queries},
+        data.unknown_qrels,
+    )
+    return small, {"queries": len(queries), "documents": len(corpus), "note": note}
+
+
+def local_task(source: TaskSource, split: str, data: BeirSplit, content_key: str):
+    """An mteb retrieval task over an already-read BEIR split (offline). Known MTEB datasets keep their official
+    metadata (main score, ``ignore_identical_ids``); others get generic English retrieval metadata."""
+    import mteb
+    from datasets import Dataset
+    from mteb.abstasks.retrieval import AbsTaskRetrieval
+    from mteb.abstasks.task_metadata import TaskMetadata
+
+    try:
+        official = mteb.get_task(source.name)
+        metadata = official.metadata.model_copy(
+            update={
+                "dataset": {"path": f"local/{source.folder.name}", "revision": content_key},
+                "eval_splits": [split],
+            }
+        )
+        ignore_identical = bool(getattr(official, "ignore_identical_ids", False))
+    except KeyError:
+        metadata = TaskMetadata(
+            name=source.name,
+            description=f"Local BEIR folder {source.folder}",
+            reference=None,
+            dataset={"path": f"local/{source.folder.name}", "revision": content_key},
+            type="Retrieval",
+            category="t2t",
+            modalities=["text"],
+            eval_splits=[split],
+            eval_langs=["eng-Latn"],
+            main_score="ndcg_at_10",
+            date=None,
+            domains=None,
+            task_subtypes=None,
+            license=None,
+            annotations_creators=None,
+            dialect=None,
+            sample_creation=None,
+            bibtex_citation="",
+        )
+        ignore_identical = False
+
+    class LocalBeirRetrieval(AbsTaskRetrieval):
+        ignore_identical_ids = ignore_identical
+
+        def load_data(self, num_proc=None, **kwargs):
+            if self.data_loaded:
+                return
+            corpus = Dataset.from_dict(
+                {
+                    "id": list(data.corpus),
+                    "title": [d["title"] for d in data.corpus.values()],
+                    "text": [d["text"] for d in data.corpus.values()],
+                }
+            )
+            queries = Dataset.from_dict({"id": list(data.queries), "text": list(data.queries.values())})
+            self.dataset = {
+                "default": {
+                    split: {"corpus": corpus, "queries": queries, "relevant_docs": data.qrels, "top_ranked": None}
+                }
+            }
+            self.data_loaded = True
+
+    LocalBeirRetrieval.metadata = metadata
+    return LocalBeirRetrieval()
+
+
+def _run_mteb(model, task, cache_dir: Path, batch_size: int, split: str) -> dict:
+    import mteb
+    from mteb.cache import ResultCache
+
+    try:
+        result = mteb.evaluate(
+            model,
+            tasks=[task],
+            cache=ResultCache(cache_path=str(cache_dir)),
+            encode_kwargs={"batch_size": batch_size},
+            show_progress_bar=_tty(),
+        )
+    except (OSError, ConnectionError) as exc:
+        raise EffirError(
+            f"mteb could not load task {task.metadata.name} ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:120]}); offline? Pass --data-dir BEIR_FOLDER."
+        ) from None
+    scores = result.task_results[0].scores[split][0]
+    missing = [m for m in METRICS if m not in scores]
+    if missing:
+        raise AssertionError(f"mteb returned no {missing} for {task.metadata.name}")
+    return {m: float(scores[m]) for m in METRICS}
+
+
+def _tty() -> bool:
+    from ._logging import progress_enabled
+
+    return progress_enabled()
+
+
+def _load_model(spec: RetrieverSpec, config: EvalConfig):
+    if spec.kind == "bm25":
+        import mteb
+
+        return mteb.get_model("mteb/baseline-bm25s")
+    device = None if config.device == "auto" else config.device
+    return load_dense(spec, config.dtype, device, config.max_length)
+
+
+def evaluate(config: EvalConfig) -> EvalResults:
+    """Evaluate every model of ``config`` on every task; write results.json, results.md and tradeoff.png."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    tasks = resolve_tasks(config)
+    specs = _unique([resolve_retriever(name) for name in config.models])  # fails early on a bad model path
+    local: dict[str, tuple[BeirSplit, dict | None, str]] = {}
+    for source in tasks:
+        if source.folder is not None:
+            data = load_beir(source.folder, config.split)
+            if data.unknown_qrels:
+                info(
+                    f"[yellow]warning[/]: {len(data.unknown_qrels)} qrels of {source.folder} name ids missing from "
+                    "the files; kept, as BEIR does (they count as unretrievable)."
+                )
+            data, sub = subsample(data, config.max_queries, config.max_docs, config.seed)
+            key = hashlib.sha256(json.dumps([sorted(data.queries), sorted(data.corpus)]).encode()).hexdigest()[:12]
+            local[source.name] = (data, sub, key)
+            if sub:
+                info(f"{source.name}: subsampled to {sub['note']}")
+    out = Path(config.output)
+    out.mkdir(parents=True, exist_ok=True)
+    speed_texts = _speed_texts(local, config)
+    entries = []
+    for spec in specs:
+        entry = {
+            "name": spec.name,
+            "path": spec.path,
+            "kind": "bm25" if spec.kind == "bm25" else "dense",
+            "efficiency": None,
+            "tasks": [],
+        }
+        model = _load_model(spec, config)
+        for source in tasks:
+            started = time.perf_counter()
+            if source.folder is not None:
+                data, sub, key = local[source.name]
+                task = local_task(source, config.split, data, key)
+                dataset = f"local:{source.folder.resolve()}"
+            else:
+                import mteb
+
+                task, sub, dataset, key = mteb.get_task(source.name), None, f"mteb:{source.name}", "hub"
+            info(f"Evaluating {spec.name} on {source.name} ...")
+            # one cache per model content and task content: results can never be mixed up
+            cache = (
+                (config.cache_dir or out / "mteb-cache")
+                / f"{_slug(spec.name)}-{spec.key}"
+                / (f"{_slug(source.name)}-{key}")
+            )
+            scores = _run_mteb(model, task, cache, config.batch_size, config.split)
+            import mteb
+
+            entry["tasks"].append(
+                {
+                    "task": source.name,
+                    "dataset": dataset,
+                    "split": config.split,
+                    "subsample": sub,
+                    "scores": scores,
+                    "mteb_version": mteb.__version__,
+                    "seconds": round(time.perf_counter() - started, 1),
+                }
+            )
+        del model
+        if config.measure and spec.kind != "bm25" and speed_texts:
+            info(f"Measuring {spec.name}: {len(speed_texts)} documents, fresh process ...")
+            device = None if config.device == "auto" else config.device
+            entry["efficiency"] = measure_in_fresh_process(
+                spec, speed_texts, config.batch_size, config.dtype, device, config.max_length
+            )
+        entries.append(entry)
+    _add_ratios(entries)
+    results = EvalResults(
+        created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        command=invocation(),
+        models=entries,
+    )
+    (out / "results.json").write_text(json.dumps(results.dump(), indent=1) + "\n")
+    (out / "results.md").write_text(results_table(results) + "\n")
+    plot_tradeoff(results, out / "tradeoff.png")
+    return results
+
+
+def _unique(specs: list[RetrieverSpec]) -> list[RetrieverSpec]:
+    seen: dict[str, int] = {}
+    out = []
+    for spec in specs:
+        count = seen.get(spec.name, 0)
+        seen[spec.name] = count + 1
+        out.append(spec if count == 0 else RetrieverSpec(f"{spec.name} ({count + 1})", spec.kind, spec.path, spec.key))
+    return out
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-60:]
+
+
+def _speed_texts(local: dict, config: EvalConfig) -> list[str]:
+    """The documents every model is timed on: a seeded sample of the first local task's corpus."""
+    from .beir import document_text
+
+    if not local:
+        return []
+    data = next(iter(local.values()))[0]
+    ids = sorted(data.corpus)
+    picked = random.Random(config.seed).sample(ids, min(config.speed_docs, len(ids)))
+    return [document_text(data.corpus[i]) for i in picked]
+
+
+def _add_ratios(entries: list[dict]) -> None:
+    """Speed-up and FLOP ratio of every dense model against the first dense model (the reference)."""
+    dense = [e for e in entries if e["efficiency"]]
+    if not dense:
+        return
+    ref = dense[0]["efficiency"]
+    for entry in dense:
+        eff = entry["efficiency"]
+        eff["speedup"] = eff["tokens_per_s"] / ref["tokens_per_s"]
+        eff["flop_ratio"] = ref["flops_per_token"] / eff["flops_per_token"]
+
+
+def _fmt_params(n) -> str:
+    return "-" if n is None else f"{n / 1e6:.1f}M"
+
+
+def results_table(results: EvalResults) -> str:
+    """Markdown: one row per model and task, with the efficiency columns of that model."""
+    lines = [
+        "| model | task | nDCG@10 | Recall@100 | MRR@10 | params | non-emb. params | FLOPs/token | tokens/s | docs/s "
+        "| speed-up | FLOP ratio | peak mem (MB) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for entry in results.models:
+        eff = entry.get("efficiency") or {}
+        for task in entry["tasks"]:
+            s = task["scores"]
+            flops = eff.get("flops_per_token")
+            mark = "*" if task.get("subsample") else ""
+            lines.append(
+                f"| {entry['name']} | {task['task']}{mark} | {s['ndcg_at_10']:.4f} | {s['recall_at_100']:.4f} | "
+                f"{s['mrr_at_10']:.4f} | {_fmt_params(eff.get('params_total'))} | "
+                f"{_fmt_params(eff.get('params_non_embedding'))} | "
+                f"{'-' if flops is None else f'{flops / 1e6:.1f}M'} | "
+                f"{_num(eff.get('tokens_per_s'), ',.0f')} | {_num(eff.get('docs_per_s'), '.2f')} | "
+                f"{_num(eff.get('speedup'), '.2f', 'x')} | {_num(eff.get('flop_ratio'), '.2f', 'x')} | "
+                f"{_num(eff.get('peak_memory_mb'), ',.0f')} |"
+            )
+            if task.get("subsample") and task["subsample"]["note"] not in notes:
+                notes.append(task["subsample"]["note"])
+    dense = [e["efficiency"] for e in results.models if e.get("efficiency")]
+    if dense:
+        eff = dense[0]
+        lines += [
+            "",
+            f"Throughput: {eff['texts']} corpus documents, mean {eff['seq_len']} tokens, batch "
+            f"{eff['batch_size']}, {eff['dtype']}, {eff['device']}, {eff['threads']} threads, best of 2 "
+            f"passes after warm-up, each model in a fresh process. Speed-up and FLOP ratio are against the "
+            f"first model. FLOPs/token exclude the LM head ({eff['flops_method']} for "
+            f"{results.models[0]['name']}).",
+        ]
+    lines += [f"* subsampled: {note}" for note in notes]
+    return "\n".join(lines)
+
+
+def _num(value, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def plot_tradeoff(results: EvalResults, path: Path) -> None:
+    """Quality (mean main score over tasks) against measured throughput (docs/s, log scale); BM25 as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for entry in results.models:
+        quality = sum(t["scores"]["main_score"] for t in entry["tasks"]) / max(1, len(entry["tasks"]))
+        eff = entry.get("efficiency")
+        if eff:
+            ax.scatter(eff["docs_per_s"], quality, s=40)
+            ax.annotate(
+                entry["name"], (eff["docs_per_s"], quality), textcoords="offset points", xytext=(5, 4), fontsize=8
+            )
+        else:
+            ax.axhline(quality, linestyle="--", color="grey", linewidth=1)
+            ax.annotate(
+                entry["name"],
+                (0.01, quality),
+                xycoords=("axes fraction", "data"),
+                textcoords="offset points",
+                xytext=(0, 3),
+                fontsize=8,
+                color="grey",
+            )
+    tasks = sorted({t["task"] for e in results.models for t in e["tasks"]})
+    ax.set_xscale("log")
+    ax.set_xlabel("encoding throughput (documents/s, log scale)")
+    ax.set_ylabel("nDCG@10" + (f" (mean of {len(tasks)} tasks)" if len(tasks) > 1 else f" ({tasks[0]})"))
+    ax.set_title("Effectiveness-efficiency trade-off")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

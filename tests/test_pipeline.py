@@ -1,0 +1,140 @@
+"""``effir-surgery run``: every stage's output exists, completed stages are reused by content hash, an
+interrupted run resumes, and recipes validate."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from effir_surgery.cli import main
+from effir_surgery.config import load_recipe
+from effir_surgery.errors import EffirError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    from conftest import build_tiny, make_beir, save_tiny_source, tiny_tokenizer
+
+    root = tmp_path_factory.mktemp("pipe")
+    source = save_tiny_source(build_tiny("llama"), tiny_tokenizer(), root / "tiny")
+    beir = make_beir(root / "beir", n_docs=40, n_queries=16)
+    return root, source, beir
+
+
+def write_recipe(root: Path, source: Path, beir: Path, name: str, max_steps: int = 3, save_steps: int = 50) -> Path:
+    recipe = {
+        "name": name,
+        "model": str(source),
+        "run_dir": str(root / name),
+        "prune": {"mlp_drop": 0.5, "calib": str(beir), "calib_samples": 16},
+        "finetune": {
+            "train": str(beir),
+            "batch_size": 8,
+            "mini_batch_size": 4,
+            "max_length": 32,
+            "max_steps": max_steps,
+            "save_steps": save_steps,
+            "lora": False,
+        },
+        "evaluate": {"data_dir": [str(beir)], "models": ["@source", "@pruned", "bm25"], "speed_docs": 8},
+    }
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def test_run_all_stages_then_reuse(setup):
+    root, source, beir = setup
+    recipe = write_recipe(root, source, beir, "full")
+    result = CliRunner().invoke(main, ["run", str(recipe), "--set", "device=cpu"])
+    assert result.exit_code == 0, result.output
+    run_dir = root / "full"
+    assert (run_dir / "pruned" / "config.json").is_file()
+    assert (run_dir / "finetuned" / "finetune.json").is_file()
+    results = json.loads((run_dir / "eval" / "results.json").read_text())
+    names = [m["name"] for m in results["models"]]
+    assert names[0] == str(run_dir / "finetuned") and "BM25" in names and len(names) == 4
+    record = json.loads((run_dir / "run.json").read_text())
+    assert set(record["stages"]) == {"prune", "finetune", "evaluate"}
+    assert "nDCG@10" in result.output
+
+    again = CliRunner().invoke(main, ["run", str(recipe), "--set", "device=cpu"])
+    assert again.exit_code == 0, again.output
+    for stage in ("prune", "finetune", "evaluate"):
+        assert f"\n{stage}: reused -> " in again.output
+
+    # a changed output is detected by content, not by the file merely existing
+    tokenizer_config = run_dir / "pruned" / "tokenizer_config.json"
+    tokenizer_config.write_text(tokenizer_config.read_text() + " ")
+    third = CliRunner().invoke(main, ["run", str(recipe), "--set", "device=cpu", "--skip", "evaluate"])
+    assert third.exit_code == 0, third.output
+    assert "\nprune: ran -> " in third.output and "\nfinetune: ran -> " in third.output
+
+
+def test_interrupted_run_resumes(setup):
+    root, source, beir = setup
+    recipe = write_recipe(root, source, beir, "interrupted", max_steps=40, save_steps=2)
+    command = [
+        sys.executable,
+        "-m",
+        "effir_surgery.cli",
+        "run",
+        str(recipe),
+        "--set",
+        "device=cpu",
+        "--skip",
+        "evaluate",
+    ]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    work = root / "interrupted" / ".finetuned.work" / "checkpoints"
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None:
+        if any(
+            int(p.name.split("-")[1]) >= 4 for p in work.glob("checkpoint-*") if (p / "trainer_state.json").exists()
+        ):
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert not (root / "interrupted" / "finetuned").exists()
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert "prune: reused -> " in rerun.stdout and "finetune: ran -> " in rerun.stdout
+    training = json.loads((root / "interrupted" / "finetuned" / "finetune.json").read_text())
+    assert training["resumed_from_step"] >= 4 and training["steps"] == 40
+
+
+def test_overrides_and_errors(setup, tmp_path):
+    root, source, beir = setup
+    recipe = write_recipe(root, source, beir, "errs")
+    config = load_recipe(recipe, ["finetune.max_steps=7", "evaluate=null"])
+    assert config.finetune.max_steps == 7 and config.evaluate is None
+    with pytest.raises(EffirError, match="finetune.max_stepz: unknown setting"):
+        load_recipe(recipe, ["finetune.max_stepz=7"])
+    with pytest.raises(EffirError, match="prune.mlp_drop: must be in"):
+        load_recipe(recipe, ["prune.mlp_drop=1.5"])
+    with pytest.raises(EffirError, match="expected KEY=VALUE"):
+        load_recipe(recipe, ["finetune"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed\n")
+    with pytest.raises(EffirError, match="not valid YAML"):
+        load_recipe(bad)
+
+
+@pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("**/*.yaml")), ids=lambda p: p.name)
+def test_every_recipe_validates(recipe):
+    if recipe.parent.name == "accelerate":
+        pytest.skip("accelerate launcher configs, not recipes")
+    config = load_recipe(recipe)
+    assert config.model and config.run_dir
+    header = recipe.read_text().splitlines()[:12]
+    assert any("effir-surgery run" in line for line in header), "the header must give the exact command"
