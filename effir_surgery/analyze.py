@@ -78,6 +78,99 @@ def _hidden_from(args, kwargs):
     return args[0] if args else kwargs["hidden_states"]
 
 
+class _ScoreSums:
+    """Running sums of the analysis, fed by hooks on decoder layers; the activations themselves are never kept.
+
+    The hooks read the current batch's token mask from ``state["mask"]`` (``(batch, seq)`` bool). They fire the
+    same way whether a layer runs inside a full forward pass or on its own, so the in-memory and the layer-wise
+    analysis share every line that computes a score, and add them up in the same order.
+    """
+
+    def __init__(self, n: int, spec: ArchSpec, neurons: bool):
+        import torch
+
+        self.spec = spec
+        self.neurons = neurons
+        self.attn_sum = torch.zeros(n, dtype=torch.float64)
+        self.mlp_sum = torch.zeros(n, dtype=torch.float64)
+        self.sq_sums: dict = {}
+        self.column_norms: dict = {}
+        self.state: dict = {}
+        self.tokens = 0
+
+    def _one_minus_cos(self, x_in, x_out):
+        import torch
+
+        mask = self.state["mask"]  # (batch, seq) bool
+        cos = torch.nn.functional.cosine_similarity(x_in.float(), x_out.float(), dim=-1)  # (batch, seq)
+        return (1.0 - cos)[mask].sum().double().cpu()
+
+    def attach(self, i: int, layer) -> list:
+        """Register the hooks of layer ``i``; returns their handles."""
+        spec, state = self.spec, self.state
+
+        def layer_in(module, args, kwargs):
+            state[("in", i)] = _hidden_from(args, kwargs)
+
+        def mid(module, args):
+            x_mid = args[0]
+            self.attn_sum[i] += self._one_minus_cos(state.pop(("in", i)), x_mid)
+            state[("mid", i)] = x_mid
+
+        def layer_out(module, args, kwargs, output):
+            x_out = output[0] if isinstance(output, tuple) else output
+            self.mlp_sum[i] += self._one_minus_cos(state.pop(("mid", i)), x_out)
+
+        handles = [
+            layer.register_forward_pre_hook(layer_in, with_kwargs=True),
+            getattr(layer, spec.mlp_norms[0]).register_forward_pre_hook(mid),
+            layer.register_forward_hook(layer_out, with_kwargs=True),
+        ]
+        down = getattr(getattr(layer, spec.mlp), spec.down, None)
+        if self.neurons and down is not None:
+
+            def down_in(module, args):
+                h = args[0][state["mask"]].float()  # (real tokens, width): act(gate(x)) * up(x)
+                self.sq_sums[i] = self.sq_sums.get(i, 0) + h.pow(2).sum(dim=0).double().cpu()
+
+            handles.append(down.register_forward_pre_hook(down_in))
+        return handles
+
+    def read_weights(self, i: int, layer) -> None:
+        """Keep what the scores need from layer ``i``'s weights (its ``down`` column norms), while it is loaded."""
+        if self.neurons and i in self.sq_sums:
+            down = getattr(getattr(layer, self.spec.mlp), self.spec.down)
+            self.column_norms[i] = down.weight.detach().float().norm(dim=0).double().cpu()  # (width,)
+
+    def report(self, **fields) -> ImportanceReport:
+        tokens = max(self.tokens, 1)
+        neuron_scores = None
+        if self.neurons:
+            neuron_scores = {
+                str(i): ((sq / tokens).sqrt() * self.column_norms[i]).tolist() for i, sq in self.sq_sums.items()
+            }
+        return ImportanceReport(
+            **fields,
+            tokens=self.tokens,
+            attention=(self.attn_sum / tokens).tolist(),
+            mlp=(self.mlp_sum / tokens).tolist(),
+            neurons=neuron_scores,
+        )
+
+
+def _batches(tokenizer, texts: list[str], batch_size: int, max_length: int, device):
+    """Tokenized calibration batches, longest texts first (less padding), as the encoder formats them."""
+    order = sorted(range(len(texts)), key=lambda k: -len(texts[k]))
+    for start in range(0, len(texts), batch_size):
+        yield tokenizer(
+            [texts[k] for k in order[start : start + batch_size]],
+            padding=True,
+            truncation=True,
+            max_length=max_length,
+            return_tensors="pt",
+        ).to(device)
+
+
 def analyze_importance(
     model,
     tokenizer,
@@ -108,84 +201,89 @@ def analyze_importance(
     tokenizer = prepare_tokenizer(tokenizer)
     base = model.base_model
     layers = getattr(base, spec.layers)
-    n = len(layers)
     device = next(model.parameters()).device
-    attn_sum = torch.zeros(n, dtype=torch.float64)
-    mlp_sum = torch.zeros(n, dtype=torch.float64)
-    sq_sums: dict[int, torch.Tensor] = {}
-    state: dict = {}
-    handles = []
-
-    def one_minus_cos(x_in, x_out):
-        mask = state["mask"]  # (batch, seq) bool
-        cos = torch.nn.functional.cosine_similarity(x_in.float(), x_out.float(), dim=-1)  # (batch, seq)
-        return (1.0 - cos)[mask].sum().double().cpu()
-
-    for i, layer in enumerate(layers):
-
-        def layer_in(module, args, kwargs, i=i):
-            state[("in", i)] = _hidden_from(args, kwargs)
-
-        def mid(module, args, i=i):
-            x_mid = args[0]
-            attn_sum[i] += one_minus_cos(state.pop(("in", i)), x_mid)
-            state[("mid", i)] = x_mid
-
-        def layer_out(module, args, kwargs, output, i=i):
-            x_out = output[0] if isinstance(output, tuple) else output
-            mlp_sum[i] += one_minus_cos(state.pop(("mid", i)), x_out)
-
-        handles.append(layer.register_forward_pre_hook(layer_in, with_kwargs=True))
-        handles.append(getattr(layer, spec.mlp_norms[0]).register_forward_pre_hook(mid))
-        handles.append(layer.register_forward_hook(layer_out, with_kwargs=True))
-        down = getattr(getattr(layer, spec.mlp), spec.down, None)
-        if neurons and down is not None:
-
-            def down_in(module, args, i=i):
-                h = args[0][state["mask"]].float()  # (real tokens, width): act(gate(x)) * up(x)
-                sq_sums[i] = sq_sums.get(i, 0) + h.pow(2).sum(dim=0).double().cpu()
-
-            handles.append(down.register_forward_pre_hook(down_in))
-
+    sums = _ScoreSums(len(layers), spec, neurons)
+    handles = [h for i, layer in enumerate(layers) for h in sums.attach(i, layer)]
     texts = calibration.texts
-    order = sorted(range(len(texts)), key=lambda k: -len(texts[k]))
-    tokens = 0
     try:
         with torch.inference_mode():
-            for start in progress(
-                range(0, len(texts), batch_size), total=-(-len(texts) // batch_size), desc="calibration"
+            for batch in progress(
+                _batches(tokenizer, texts, batch_size, max_length, device),
+                total=-(-len(texts) // batch_size),
+                desc="calibration",
             ):
-                batch = tokenizer(
-                    [texts[k] for k in order[start : start + batch_size]],
-                    padding=True,
-                    truncation=True,
-                    max_length=max_length,
-                    return_tensors="pt",
-                ).to(device)
-                state["mask"] = batch["attention_mask"].bool()
-                tokens += int(state["mask"].sum())
+                sums.state["mask"] = batch["attention_mask"].bool()
+                sums.tokens += int(sums.state["mask"].sum())
                 base(**batch, use_cache=False)
     finally:
         for handle in handles:
             handle.remove()
-        state.clear()
-
-    neuron_scores = None
-    if neurons:
-        neuron_scores = {}
-        for i, sq in sq_sums.items():
-            down = getattr(getattr(layers[i], spec.mlp), spec.down)
-            column_norms = down.weight.detach().float().norm(dim=0).double().cpu()  # (width,)
-            neuron_scores[str(i)] = ((sq / max(tokens, 1)).sqrt() * column_norms).tolist()
-    return ImportanceReport(
+        sums.state.clear()
+    for i, layer in enumerate(layers):
+        sums.read_weights(i, layer)
+    return sums.report(
         model=model_name,
         shape=shape,
         calibration=calibration.description,
         max_length=max_length,
         texts=len(texts),
-        tokens=tokens,
-        attention=(attn_sum / max(tokens, 1)).tolist(),
-        mlp=(mlp_sum / max(tokens, 1)).tolist(),
-        neurons=neuron_scores,
+        seconds=round(time.perf_counter() - started, 2),
+    )
+
+
+def analyze_importance_layerwise(
+    loaded,
+    calibration: CalibrationSet,
+    *,
+    model_name: str,
+    max_length: int = 256,
+    batch_size: int = 8,
+    neurons: bool = True,
+) -> ImportanceReport:
+    """``analyze_importance`` for a model that does not fit in memory: the same scores, computed one decoder
+    layer at a time.
+
+    Every calibration batch is embedded first; then each layer is loaded from disk, every batch's hidden state
+    goes through it with the same hooks as the in-memory analysis, and the layer is released. Memory: one layer,
+    the embeddings and the hidden states (``texts x tokens x hidden`` in the working dtype), not the model.
+
+    Args:
+        loaded: a ``load.LayerwiseModel``.
+    """
+    from .encode import prepare_tokenizer
+
+    started = time.perf_counter()
+    tokenizer = prepare_tokenizer(loaded.tokenizer)
+    texts = calibration.texts
+    batches = list(_batches(tokenizer, texts, batch_size, max_length, loaded.device))
+    masks = [batch["attention_mask"].bool() for batch in batches]
+    sums = _ScoreSums(len(loaded.layers), loaded.spec, neurons)
+    sums.tokens = sum(int(mask.sum()) for mask in masks)
+    handles: list = []
+
+    def before_layer(i, layer):
+        handles.extend(sums.attach(i, layer))
+
+    def before_batch(b):
+        sums.state["mask"] = masks[b]
+
+    def after_layer(i, layer):
+        for handle in handles:
+            handle.remove()
+        handles.clear()
+        sums.read_weights(i, layer)
+
+    try:
+        loaded.run(batches, before_layer=before_layer, before_batch=before_batch, after_layer=after_layer)
+    finally:
+        for handle in handles:
+            handle.remove()
+        sums.state.clear()
+    return sums.report(
+        model=model_name,
+        shape=loaded.shape,
+        calibration=calibration.description,
+        max_length=max_length,
+        texts=len(texts),
         seconds=round(time.perf_counter() - started, 2),
     )

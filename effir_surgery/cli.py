@@ -121,6 +121,12 @@ def main():
     help="Reload the saved folder in a clean process and compare outputs before finishing (default on).",
 )
 @click.option(
+    "--streaming/--no-streaming",
+    default=None,
+    help="Analyse layer by layer and stream the surgery disk to disk, for models larger than RAM "
+    "(default: automatic, when the model would take more than half of the available RAM).",
+)
+@click.option(
     "--push-to-hub",
     default=None,
     metavar="REPO_ID",
@@ -157,6 +163,8 @@ def _print_prune_result(result, config) -> None:
             f"clean-process reload: OK ({result.reload['causal_class']}, outputs identical, "
             f"effir_surgery not importable there)"
         )
+    if result.reload_skipped:
+        click.echo(f"clean-process reload: skipped ({result.reload_skipped})")
     if result.comparison:
         c = result.comparison
         mean_len = round(c["tokens"] / c["texts"])
@@ -168,6 +176,14 @@ def _print_prune_result(result, config) -> None:
             f"{result.plan.projection(mean_len).flop_ratio:.2f}x)\n"
             f"  embedding cosine, source vs pruned (no fine-tuning yet): mean {c['cosine_mean']:.3f}, "
             f"min {c['cosine_min']:.3f}"
+        )
+    if result.peak_memory:
+        from ._memory import format_bytes
+
+        mode = "streaming, layer-wise analysis" if result.streaming else "in memory"
+        click.echo(
+            f"peak memory ({mode}): {format_bytes(result.peak_memory['process'])} RSS in this process, "
+            f"{format_bytes(result.peak_memory['children'])} in its clean-process checks"
         )
     click.echo(f"time: {result.seconds:.1f}s")
 

@@ -173,7 +173,11 @@ class PlanConfig(StrictConfig):
 
 
 class PruneConfig(LoadConfig, PlanConfig, CalibConfig, HubTarget):
-    """``effir-surgery prune``: load, score, plan, cut, save (atomically) and check the reload."""
+    """``effir-surgery prune``: load, score, plan, cut, save (atomically) and check the reload.
+
+    ``streaming``: analyse layer by layer and stream the surgery from disk to disk, for models larger than RAM
+    (``None``: automatically when the model in ``dtype`` would take more than half of the available RAM).
+    """
 
     output: Path | None = None
     importance: Path | None = None
@@ -181,6 +185,7 @@ class PruneConfig(LoadConfig, PlanConfig, CalibConfig, HubTarget):
     dry_run: bool = False
     compare: bool = False
     verify_reload: bool = True
+    streaming: bool | None = None
 
     @model_validator(mode="after")
     def _output_needed(self):

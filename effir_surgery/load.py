@@ -7,6 +7,7 @@ This is the only module that reads source checkpoints.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import json
@@ -85,8 +86,10 @@ def resolve_source(model: str, revision: str | None = None) -> ModelSource:
     )
 
 
-def check_safetensors(path: Path) -> None:
-    """Check a safetensors file's header and size without reading tensors: catches truncated or corrupt files."""
+def safetensors_header(path: Path) -> tuple[int, dict]:
+    """``(offset of the data section, header)`` of a safetensors file, checked against the file size without
+    reading tensors: catches truncated or corrupt files (``EffirError``). Header entries map a tensor name to
+    ``{"dtype", "shape", "data_offsets"}`` (offsets relative to the data section); ``__metadata__`` is removed."""
     try:
         size = path.stat().st_size
         with path.open("rb") as handle:
@@ -97,31 +100,43 @@ def check_safetensors(path: Path) -> None:
             if header_len > size - 8:
                 raise ValueError("header length exceeds the file size")
             header = json.loads(handle.read(header_len))
-        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        header.pop("__metadata__", None)
+        end = max((t["data_offsets"][1] for t in header.values()), default=0)
         if 8 + header_len + end != size:
             raise ValueError(f"{size} bytes on disk, {8 + header_len + end} expected")
-    except (ValueError, KeyError, TypeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EffirError(
             f"Corrupt or truncated weights file '{path}' ({exc}); re-download or re-save the checkpoint."
         ) from None
+    return 8 + header_len, header
+
+
+def check_safetensors(path: Path) -> None:
+    """Check a safetensors file's header and size without reading tensors: catches truncated or corrupt files."""
+    safetensors_header(path)
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files ``from_pretrained`` reads from ``folder``: the shards its index names (raises
+    ``EffirError`` for a corrupt index or a missing shard), else every ``*.safetensors`` file."""
+    index = folder / "model.safetensors.index.json"
+    if not index.is_file():
+        return sorted(folder.glob("*.safetensors"))
+    try:
+        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
+        raise EffirError(f"Corrupt index file '{index}' ({exc}); re-save the checkpoint.") from None
+    missing = [s for s in shards if not (folder / s).is_file()]
+    if missing:
+        raise EffirError(f"'{folder}' is missing weight shards {missing}; re-download the checkpoint.")
+    return [folder / s for s in shards]
 
 
 def check_folder(folder: Path) -> None:
     """Validate a local checkpoint folder before loading: config present, safetensors complete and intact."""
     if not (folder / "config.json").is_file():
         raise EffirError(f"'{folder}' has no config.json; it is not a Hugging Face model folder.")
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError) as exc:
-            raise EffirError(f"Corrupt index file '{index}' ({exc}); re-save the checkpoint.") from None
-        missing = [s for s in shards if not (folder / s).is_file()]
-        if missing:
-            raise EffirError(f"'{folder}' is missing weight shards {missing}; re-download the checkpoint.")
-        files = [folder / s for s in shards]
-    else:
-        files = sorted(folder.glob("*.safetensors"))
+    files = weight_files(folder)
     if not files:
         hint = (
             " (pickle .bin checkpoints are not loaded; re-save with safetensors)" if any(folder.glob("*.bin")) else ""
@@ -241,3 +256,333 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "auto"
         raise EffirError(f"Could not load '{source.name}': {str(exc).splitlines()[0]}") from None
     model.to(resolve_device(device)).eval()
     return LoadedModel(model, tokenizer, spec, shape_from_config(model.config), source, path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading a checkpoint one tensor at a time (streaming surgery, layer-wise calibration)
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives in a safetensors checkpoint: its file, dtype code (``"BF16"``), shape and size."""
+
+    file: Path
+    dtype: str
+    shape: tuple[int, ...]
+    nbytes: int
+
+
+class CheckpointReader:
+    """Random access to the tensors of a local safetensors checkpoint (one file, or an index and its shards),
+    one tensor at a time.
+
+    Only headers are read up front. Each ``read`` opens the tensor's file with safetensors ``safe_open``
+    (memory-mapped), copies out what was asked for (all of it, or some rows or columns, cast and moved as asked)
+    and closes the file again. A file mapping stays resident while it is open, so holding a 5-10 GB shard open
+    would cost that much RSS; closing after every tensor keeps a read at about one tensor, whatever the shard
+    size or the order of tensors across shards.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        self.tensors: dict[str, TensorInfo] = {}
+        for file in weight_files(self.folder):
+            _, header = safetensors_header(file)
+            for name, entry in header.items():
+                if name in self.tensors:
+                    raise EffirError(
+                        f"Tensor '{name}' is stored twice ({self.tensors[name].file.name} and {file.name}) in "
+                        f"'{self.folder}'; re-save the checkpoint."
+                    )
+                start, end = entry["data_offsets"]
+                self.tensors[name] = TensorInfo(file, entry["dtype"], tuple(entry["shape"]), end - start)
+        if not self.tensors:
+            raise EffirError(f"'{self.folder}' has no *.safetensors weights.")
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.tensors
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of all tensors (the weights' size on disk without headers)."""
+        return sum(t.nbytes for t in self.tensors.values())
+
+    def read(self, name: str, *, dtype=None, device=None, index=None, dim: int = 0):
+        """A fresh tensor (never a view of the file) holding tensor ``name``, or only its entries at ``index``
+        (a 1-D index tensor) along ``dim``, cast to ``dtype`` and placed on ``device`` (default: as stored, CPU)."""
+        from safetensors import safe_open
+
+        info = self.tensors.get(name)
+        if info is None:
+            raise EffirError(f"'{self.folder}' has no tensor '{name}'; the checkpoint does not match its config.")
+        with safe_open(info.file, framework="pt") as handle:
+            return _copy_out(handle.get_tensor(name), dtype, device, index, dim)
+
+
+def _copy_out(view, dtype, device, index, dim):
+    """Copy from ``view`` (memory that belongs to the open file mapping) before the file is closed."""
+    if index is not None:
+        return view.index_select(dim, index.to(view.device)).to(device=device or "cpu", dtype=dtype or view.dtype)
+    return view.to(device=device or "cpu", dtype=dtype or view.dtype, copy=True)
+
+
+def local_checkpoint(source: ModelSource) -> Path:
+    """A local folder with the source's ``config.json``, safetensors weights and tokenizer files: the folder
+    itself, the GGUF cache (converted once; that conversion holds the whole model in memory), or a snapshot of
+    the Hub repo in the Hugging Face cache (config, safetensors, tokenizer and code files only)."""
+    if source.kind == "folder":
+        folder = Path(source.path)
+    elif source.kind == "gguf":
+        folder = _convert_gguf(source)
+    else:
+        from huggingface_hub import snapshot_download
+
+        load_config(source)  # fails with the usual one-line message when the Hub is unreachable
+        patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "*.jinja"]
+        try:
+            folder = Path(snapshot_download(source.path, revision=source.revision, allow_patterns=patterns))
+        except (OSError, ValueError) as exc:
+            raise EffirError(f"Could not download '{source.path}': {str(exc).splitlines()[0][:200]}") from None
+    check_folder(folder)
+    return folder
+
+
+def load_tokenizer(source: ModelSource):
+    """The source's tokenizer (as ``load_model`` loads it)."""
+    from transformers import AutoTokenizer
+
+    kwargs = {"revision": source.revision} if source.kind == "hub" else {}
+    try:
+        return AutoTokenizer.from_pretrained(ensure_local(source), trust_remote_code=True, **kwargs)
+    except OSError as exc:
+        raise EffirError(f"Could not load the tokenizer of '{source.name}': {str(exc).splitlines()[0]}") from None
+
+
+def load_generation_config(folder: str | Path):
+    """The generation config ``from_pretrained`` attaches to a causal LM loaded from ``folder``: its
+    ``generation_config.json``, else one derived from ``config.json`` (transformers' own fallback)."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(folder)
+    except OSError:
+        return GenerationConfig.from_pretrained(folder, config_file_name="config.json", _from_model_config=True)
+
+
+@contextlib.contextmanager
+def _parameters_on_meta():
+    """Create every parameter on the meta device (no memory) while buffers, such as rotary frequencies, are
+    computed for real, exactly as during ``from_pretrained`` (what accelerate's
+    ``init_empty_weights(include_buffers=False)`` does; accelerate is not a core dependency)."""
+    import torch
+
+    register = torch.nn.Module.register_parameter
+
+    def register_on_meta(module, name, param):
+        register(module, name, param)
+        if param is not None and param.device.type != "meta":
+            module._parameters[name] = torch.nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
+
+    torch.nn.Module.register_parameter = register_on_meta
+    try:
+        yield
+    finally:
+        torch.nn.Module.register_parameter = register
+
+
+@contextlib.contextmanager
+def _patched_forwards(layers, make_forward):
+    """Give each decoder layer ``i`` the forward ``make_forward(i)`` (an instance attribute, so the stock model
+    code calls it with its usual arguments), and restore the class's forward afterwards."""
+    for i, layer in enumerate(layers):
+        layer.forward = make_forward(i)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            del layer.forward
+
+
+def _set_parameter(module, name: str, tensor) -> None:
+    import torch
+
+    owner_name, _, leaf = name.rpartition(".")
+    owner = module.get_submodule(owner_name) if owner_name else module
+    owner._parameters[leaf] = torch.nn.Parameter(tensor, requires_grad=False)
+
+
+@dataclass
+class LayerwiseModel(LoadedModel):
+    """A causal LM whose decoder layers stay on disk and enter memory one at a time (sequential calibration as
+    in layer-wise pruning tools), for models that do not fit in RAM.
+
+    ``model`` is the stock (or effir) causal LM class built with every parameter on the meta device and its
+    buffers real; the embeddings and every other parameter outside the decoder layers are loaded (the LM head
+    only on demand). ``run`` pushes batches through the layers one layer at a time, keeping only the hidden
+    states, and calls the stock layer forward with the arguments the stock model forward would pass (recorded
+    once per batch), so hooks on a layer fire exactly as in a full forward pass.
+
+    Attributes:
+        reader: the checkpoint's tensors; ``layers_path`` is the state-dict prefix of the decoder layers in the
+            causal LM (``model.layers``), found from the module tree, not assumed.
+        dtype / device: what layers are loaded as (``torch.dtype``, ``torch.device``).
+    """
+
+    reader: CheckpointReader
+    layers_path: str
+    dtype: object
+    device: object
+
+    @property
+    def layers(self):
+        return getattr(self.model.base_model, self.spec.layers)
+
+    def _load_parameters(self, module, prefix: str, skip: tuple[str, ...] = ()) -> None:
+        """Replace each meta parameter of ``module`` by tensor ``prefix + name`` of the checkpoint (except names
+        starting with one of ``skip``)."""
+        for name, param in list(module.named_parameters()):
+            if param.device.type != "meta" or name.startswith(skip):
+                continue
+            key = prefix + name
+            info = self.reader.tensors.get(key)
+            if info is None or info.shape != tuple(param.shape):
+                found = "missing" if info is None else f"shape {list(info.shape)}"
+                raise EffirError(
+                    f"'{self.local_path}': tensor '{key}' is {found}, but its config builds {list(param.shape)}; "
+                    "the checkpoint does not match its config.json."
+                )
+            _set_parameter(module, name, self.reader.read(key, dtype=self.dtype, device=self.device))
+
+    def load_layer(self, i: int):
+        """Load decoder layer ``i``'s weights from disk; returns the layer."""
+        self._load_parameters(self.layers[i], f"{self.layers_path}.{i}.")
+        return self.layers[i]
+
+    def release_layer(self, i: int) -> None:
+        """Send decoder layer ``i``'s weights back to the meta device, freeing their memory."""
+        import torch
+
+        from ._memory import return_freed_memory
+
+        layer = self.layers[i]
+        for name, param in list(layer.named_parameters()):
+            _set_parameter(layer, name, torch.empty_like(param, device="meta"))
+        return_freed_memory()
+
+    def load_output_head(self) -> None:
+        """Load the LM head (or tie it to the loaded input embeddings when the checkpoint stores none)."""
+        head = self.model.get_output_embeddings()
+        if head is None or head.weight.device.type != "meta":
+            return
+        if getattr(self.model.config, "tie_word_embeddings", False):
+            head.weight = self.model.get_input_embeddings().weight  # tied: checkpoints store the embeddings only
+        else:
+            self._load_parameters(head, next(n for n, m in self.model.named_modules() if m is head) + ".")
+
+    def _capture(self, batch) -> tuple[object, list[tuple[tuple, dict]]]:
+        """Run ``batch`` through the model with every decoder layer replaced by a recorder that passes its input
+        on unchanged: returns the first layer's input (the embeddings) and, per layer, the extra arguments the
+        stock forward gives it (attention mask, position embeddings ... which may differ per layer)."""
+        calls: dict[int, tuple[tuple, dict]] = {}
+        first = {}
+
+        def recorder(i):
+            def forward(*args, **kwargs):
+                hidden = args[0] if args else kwargs.pop("hidden_states")
+                calls[i] = (tuple(args[1:]), kwargs)
+                first.setdefault("hidden", hidden)
+                return hidden
+
+            return forward
+
+        with _patched_forwards(self.layers, recorder):
+            self.model.base_model(**batch, use_cache=False)
+        return first["hidden"], [calls[i] for i in range(len(self.layers))]
+
+    def run(self, batches: list, *, before_layer=None, after_layer=None, before_batch=None) -> list:
+        """Push every batch (tokenizer outputs on ``device``) through all decoder layers, loading one layer at a
+        time; returns each batch's hidden state after the last layer (before the final norm).
+
+        ``before_layer(i, layer)`` runs once layer ``i`` is loaded (attach hooks, or change the layer),
+        ``before_batch(b)`` before batch ``b`` enters a layer, ``after_layer(i, layer)`` before the layer is
+        released (read its weights). Memory: one layer, the embeddings and the hidden states of all batches.
+        """
+        import torch
+
+        from ._logging import progress
+
+        with torch.inference_mode():
+            captured = [self._capture(batch) for batch in batches]
+            hidden = [h for h, _ in captured]
+            for i in progress(range(len(self.layers)), desc="layers"):
+                layer = self.load_layer(i)
+                try:
+                    if before_layer is not None:
+                        before_layer(i, layer)
+                    for b, (_, calls) in enumerate(captured):
+                        if before_batch is not None:
+                            before_batch(b)
+                        args, kwargs = calls[i]
+                        out = layer(hidden[b], *args, **kwargs)
+                        hidden[b] = out[0] if isinstance(out, tuple) else out
+                    if after_layer is not None:
+                        after_layer(i, layer)
+                finally:
+                    self.release_layer(i)
+        return hidden
+
+    def outputs(self, batch, last_hidden) -> dict:
+        """``{"logits", "hidden"}`` for ``batch`` given its hidden state after the last layer (from ``run``): what
+        the causal LM's logits and the base model's ``last_hidden_state`` would be, computed by the stock forward
+        code (final norm, LM head, any logit soft-capping) with the decoder layers replayed."""
+        import torch
+
+        self.load_output_head()
+        last = len(self.layers) - 1
+
+        def replay(i):
+            def forward(*args, **kwargs):
+                return last_hidden if i == last else (args[0] if args else kwargs["hidden_states"])
+
+            return forward
+
+        with torch.inference_mode(), _patched_forwards(self.layers, replay):
+            logits = self.model(**batch, use_cache=False).logits
+            hidden = self.model.base_model(**batch, use_cache=False).last_hidden_state
+        return {"logits": logits, "hidden": hidden}
+
+
+def load_layerwise(source: ModelSource, dtype: str = "float32", device: str = "auto") -> LayerwiseModel:
+    """Prepare ``source`` for layer-by-layer execution: config, tokenizer, the embeddings and final norm in
+    memory, decoder layers on disk. Needs a safetensors checkpoint (Hub and GGUF sources are made local first).
+
+    Raises:
+        EffirError: unsupported architecture, missing or corrupt weights, or tensors that do not match the config.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    config = load_config(source)
+    spec = resolve_spec(config)
+    shape = shape_from_config(config)
+    folder = local_checkpoint(source)
+    reader = CheckpointReader(folder)
+    tokenizer = load_tokenizer(source)
+    with _parameters_on_meta():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(dtype), trust_remote_code=True)
+    model.eval()
+    target = torch.device(resolve_device(device))
+    for module in model.modules():
+        for name, buffer in module._buffers.items():
+            if buffer is not None and buffer.device.type != "meta":
+                module._buffers[name] = buffer.to(target)
+    layers = getattr(model.base_model, spec.layers)
+    layers_path = next(name for name, module in model.named_modules() if module is layers)
+    loaded = LayerwiseModel(
+        model, tokenizer, spec, shape, source, str(folder), reader, layers_path, torch_dtype(dtype), target
+    )
+    head = model.get_output_embeddings()
+    skip = [f"{layers_path}."] + [f"{n}." for n, m in model.named_modules() if head is not None and m is head]
+    loaded._load_parameters(model, "", skip=tuple(skip))  # embeddings, final norm: everything but layers and head
+    return loaded

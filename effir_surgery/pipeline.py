@@ -12,13 +12,23 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from ._logging import info
-from .analyze import ImportanceReport, analyze_importance
+from ._memory import available_memory, format_bytes, peak_memory
+from .analyze import ImportanceReport, analyze_importance, analyze_importance_layerwise
 from .arch import shape_from_config
 from .beir import load_beir
 from .calib import load_calibration
 from .config import AnalyzeConfig, PipelineConfig, PruneConfig
+from .costs import param_count
 from .errors import EffirError
-from .load import load_config, load_model, local_folder, resolve_source
+from .load import (
+    load_config,
+    load_layerwise,
+    load_model,
+    load_tokenizer,
+    local_checkpoint,
+    local_folder,
+    resolve_source,
+)
 from .plan import SurgeryPlan, make_plan, validate_plan_config
 from .save import check_output, invocation, save_model
 from .surgery import SurgeryRecord, apply_plan
@@ -35,6 +45,9 @@ class PruneResult(BaseModel):
     reload: dict | None = None
     comparison: dict | None = None
     seconds: float
+    streaming: bool = False
+    reload_skipped: str | None = None
+    peak_memory: dict[str, int] | None = None
 
 
 def _check_report(report: ImportanceReport, shape) -> None:
@@ -42,8 +55,44 @@ def _check_report(report: ImportanceReport, shape) -> None:
         raise EffirError("--importance: that report was computed on a model with a different shape; re-run analyze.")
 
 
+def _score(source, calibration, config, *, neurons: bool, streaming: bool):
+    """Importance report of ``source`` on ``calibration`` (layer by layer when ``streaming``); also returns the
+    loaded model when it was loaded whole, so the caller can reuse it."""
+    if streaming:
+        info(f"Scoring sublayers layer by layer on {calibration.description} ...")
+        loaded = load_layerwise(source, config.dtype, config.device)
+        report = analyze_importance_layerwise(
+            loaded,
+            calibration,
+            model_name=config.model,
+            max_length=config.calib_max_length,
+            batch_size=config.calib_batch_size,
+            neurons=neurons,
+        )
+        return report, None
+    loaded = load_model(source, config.dtype, config.device)
+    info(f"Scoring sublayers on {calibration.description} ...")
+    report = analyze_importance(
+        loaded.model,
+        loaded.tokenizer,
+        loaded.spec,
+        loaded.shape,
+        calibration,
+        model_name=config.model,
+        max_length=config.calib_max_length,
+        batch_size=config.calib_batch_size,
+        neurons=neurons,
+    )
+    return report, loaded
+
+
 def prune(config: PruneConfig) -> PruneResult:
-    """Prune ``config.model`` as configured and save the result (or only print the plan with ``dry_run``)."""
+    """Prune ``config.model`` as configured and save the result (or only print the plan with ``dry_run``).
+
+    In streaming mode (``config.streaming``, automatic for models larger than half the available RAM) the
+    analysis runs one decoder layer at a time and the surgery streams from disk to disk (``streaming.py``); the
+    saved folder is the same.
+    """
     started = time.perf_counter()
     source = resolve_source(config.model, config.revision)
     if not config.dry_run:
@@ -51,6 +100,7 @@ def prune(config: PruneConfig) -> PruneResult:
     model_config = load_config(source)
     shape = shape_from_config(model_config)
     validate_plan_config(shape, config)
+    streaming = _use_streaming(config, shape)
 
     report, loaded = None, None
     if config.importance is not None:
@@ -58,26 +108,20 @@ def prune(config: PruneConfig) -> PruneResult:
         _check_report(report, shape)
     elif config.needs_scores:
         calibration = load_calibration(config.calib, config.calib_samples)
-        loaded = load_model(source, config.dtype, config.device)
-        info(f"Scoring sublayers on {calibration.description} ...")
-        report = analyze_importance(
-            loaded.model,
-            loaded.tokenizer,
-            loaded.spec,
-            loaded.shape,
-            calibration,
-            model_name=config.model,
-            max_length=config.calib_max_length,
-            batch_size=config.calib_batch_size,
-            neurons=config.wants_width,
-        )
+        report, loaded = _score(source, calibration, config, neurons=config.wants_width, streaming=streaming)
     plan = make_plan(shape, config, report, model_name=config.model)
     plan = plan.model_copy(update={"revision": config.revision}) if config.revision else plan
     if config.dry_run:
         return PruneResult(plan=plan, seconds=time.perf_counter() - started)
 
-    loaded = loaded or load_model(source, config.dtype, config.device)
-    record = apply_plan(loaded.model, plan)
+    if streaming:
+        from .streaming import StreamingSurgery
+
+        job = StreamingSurgery(local_checkpoint(source), plan, dtype=config.dtype)
+        record = job.record
+    else:
+        loaded = loaded or load_model(source, config.dtype, config.device)
+        record = apply_plan(loaded.model, plan)
     projection = plan.projection()
     provenance = {
         "source_model": config.model,
@@ -91,17 +135,30 @@ def prune(config: PruneConfig) -> PruneResult:
         "costs": projection.model_dump(),
     }
     extra = {"importance.json": report.model_dump_json(indent=1) + "\n"} if report else {}
-    reload_report = save_model(
-        loaded.model,
-        loaded.tokenizer,
-        config.output,
-        plan=plan,
-        provenance=provenance,
-        overwrite=config.overwrite,
-        verify=config.verify_reload,
-        dtype=config.dtype,
-        extra_files=extra,
-    )
+    reload_skipped = None
+    if streaming:
+        info(f"Streaming the surgery to {config.output} ({len(job.entries)} tensors) ...")
+        streamed = job.write(
+            config.output,
+            tokenizer=load_tokenizer(source),
+            provenance=provenance,
+            overwrite=config.overwrite,
+            verify=config.verify_reload,
+            extra_files=extra,
+        )
+        reload_report, reload_skipped = streamed.reload, streamed.reload_skipped
+    else:
+        reload_report = save_model(
+            loaded.model,
+            loaded.tokenizer,
+            config.output,
+            plan=plan,
+            provenance=provenance,
+            overwrite=config.overwrite,
+            verify=config.verify_reload,
+            dtype=config.dtype,
+            extra_files=extra,
+        )
     comparison = None
     if config.compare:
         from .fresh import compare_in_fresh_process
@@ -120,7 +177,28 @@ def prune(config: PruneConfig) -> PruneResult:
         reload=reload_report or None,
         comparison=comparison,
         seconds=time.perf_counter() - started,
+        streaming=streaming,
+        reload_skipped=reload_skipped,
+        peak_memory=peak_memory(),
     )
+
+
+def _use_streaming(config: PruneConfig, shape) -> bool:
+    """``config.streaming``, or when unset: stream when the model in the working dtype would take more than half
+    of the available RAM (loading needs that much and more, and the machine keeps running other work)."""
+    if config.streaming is not None:
+        return config.streaming
+    from .load import torch_dtype
+
+    need = param_count(shape).total * torch_dtype(config.dtype).itemsize
+    available = available_memory()
+    if need <= 0.5 * available:
+        return False
+    info(
+        f"The model needs about {format_bytes(need)} in {config.dtype}, more than half of the "
+        f"{format_bytes(available)} of RAM available: analysing layer by layer and streaming the surgery."
+    )
+    return True
 
 
 def _source_license(source) -> str | None:
@@ -152,19 +230,7 @@ def analyze(config: AnalyzeConfig) -> ImportanceReport:
     calibration = load_calibration(config.calib, config.calib_samples)
     if config.probe is not None:
         load_beir(config.probe, config.probe_split)  # fail on bad probe data before loading the model
-    loaded = load_model(source, config.dtype, config.device)
-    info(f"Scoring sublayers on {calibration.description} ...")
-    report = analyze_importance(
-        loaded.model,
-        loaded.tokenizer,
-        loaded.spec,
-        loaded.shape,
-        calibration,
-        model_name=config.model,
-        max_length=config.calib_max_length,
-        batch_size=config.calib_batch_size,
-        neurons=True,
-    )
+    report, loaded = _score(source, calibration, config, neurons=True, streaming=False)
     if config.probe is not None:
         from .probe import probe_sublayers
 

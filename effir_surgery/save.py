@@ -23,6 +23,8 @@ from .encode import prepare_tokenizer, write_st_files
 from .errors import EffirError
 
 HF_DIR = Path(__file__).with_name("hf")
+# Largest weight file written (the Hub's customary shard size); larger models get shards plus an index.
+MAX_SHARD_SIZE = "5GB"
 # Folder-local files a saved checkpoint must never carry to the Hub.
 _TOKENIZER_LOCAL_KEYS = ("local_files_only", "is_local", "cache_dir", "_commit_hash", "token")
 
@@ -196,6 +198,12 @@ def _reload_inputs(vocab_size: int, pad_id: int):
     return {"input_ids": ids, "attention_mask": mask}
 
 
+def reload_inputs(config) -> dict:
+    """The test batch of the reload check for a model of ``config`` (``input_ids``, ``attention_mask``)."""
+    pad = config.pad_token_id if isinstance(config.pad_token_id, int) else 0
+    return _reload_inputs(config.vocab_size, pad)
+
+
 def verify_reload(folder: Path, model, dtype: str) -> dict:
     """Reload ``folder`` in a clean process (no effir_surgery) and compare logits and hidden states with ``model``.
 
@@ -203,20 +211,29 @@ def verify_reload(folder: Path, model, dtype: str) -> dict:
     """
     import torch
 
-    from .fresh import reload_outputs
-
-    config = model.config
-    pad = config.pad_token_id if isinstance(config.pad_token_id, int) else 0
-    inputs = _reload_inputs(config.vocab_size, pad)
-    outputs, report = reload_outputs(folder, inputs, dtype)
+    inputs = reload_inputs(model.config)
     device = next(model.parameters()).device
     with torch.inference_mode():
-        here = model(**{k: v.to(device) for k, v in inputs.items()}, use_cache=False)
+        logits = model(**{k: v.to(device) for k, v in inputs.items()}, use_cache=False).logits
         hidden = model.base_model(**{k: v.to(device) for k, v in inputs.items()}, use_cache=False).last_hidden_state
+    return check_reload(folder, inputs, {"logits": logits, "hidden": hidden}, dtype)
+
+
+def check_reload(folder: Path, inputs: dict, expected: dict, dtype: str) -> dict:
+    """Reload ``folder`` in a clean process (no effir_surgery), run ``inputs`` and compare its logits and last
+    hidden states with ``expected`` (``{"logits", "hidden"}``, computed here by other means).
+
+    Returns the subprocess report; raises ``EffirError`` if the outputs differ or the tokenizer is wrong.
+    """
+    import torch
+
+    from .fresh import reload_outputs
+
+    outputs, report = reload_outputs(folder, inputs, dtype)
     tol = {"atol": 1e-5, "rtol": 1e-4} if dtype == "float32" else {"atol": 1e-2, "rtol": 1e-2}
     mask = inputs["attention_mask"].bool()
-    same_hidden = torch.allclose(hidden.float().cpu()[mask], outputs["hidden"].float()[mask], **tol)
-    same_logits = torch.allclose(here.logits.float().cpu()[mask], outputs["logits"].float()[mask], **tol)
+    same_hidden = torch.allclose(expected["hidden"].float().cpu()[mask], outputs["hidden"].float()[mask], **tol)
+    same_logits = torch.allclose(expected["logits"].float().cpu()[mask], outputs["logits"].float()[mask], **tol)
     if not (same_hidden and same_logits):
         raise EffirError(
             f"The folder reloads in a clean process but its outputs differ (hidden {same_hidden}, "
@@ -241,6 +258,7 @@ def save_model(
     verify: bool = True,
     dtype: str = "float32",
     extra_files: dict[str, str] | None = None,
+    max_shard_size: int | str = MAX_SHARD_SIZE,
 ) -> dict:
     """Write ``model`` (a causal LM, after ``apply_plan`` or untouched) and ``tokenizer`` to ``out`` atomically.
 
@@ -250,36 +268,65 @@ def save_model(
         provenance: what produced the folder (invocation, source, record); saved as ``provenance.json``.
         verify: reload in a clean process and compare outputs before the folder is moved into place.
         extra_files: name -> text of further files to write (for example ``importance.json``).
+        max_shard_size: weights above this size are split into shards plus ``model.safetensors.index.json``.
     Returns:
         The clean-process reload report (empty when ``verify`` is False).
     """
-    from .card import write_model_card
-
-    encoder = encoder or EncoderConfig()
     report: dict = {}
     with atomic_folder(out, overwrite) as tmp:
-        model.save_pretrained(tmp)
-        if is_effir_config(model.config):
-            _fix_auto_map(tmp, model.config)
-        tokenizer = prepare_tokenizer(tokenizer)
-        tokenizer.save_pretrained(tmp)
-        _sanitize_tokenizer_config(tmp)
-        write_st_files(tmp, encoder, model.config.hidden_size)
-        if plan is not None:
-            plan.save(tmp / "surgery_plan.json")
-        _write_json(
-            tmp / "provenance.json", {"tool": "effir-surgery", "tool_version": __version__, **(provenance or {})}
+        model.save_pretrained(tmp, max_shard_size=max_shard_size)
+        write_support_files(
+            tmp,
+            model.config,
+            tokenizer,
+            out=out,
+            encoder=encoder,
+            plan=plan,
+            provenance=provenance,
+            extra_files=extra_files,
         )
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-        write_model_card(tmp, model_path=out)
-        problems = check_folder_files(tmp)
-        if problems:
-            raise AssertionError(f"saved folder is incomplete: {problems}")
         if verify:
             info("Checking the saved folder in a clean process (plain transformers, no effir_surgery) ...")
             report = verify_reload(tmp, model, dtype)
     return report
+
+
+def write_support_files(
+    folder: Path,
+    config,
+    tokenizer,
+    *,
+    out: str | Path,
+    encoder: EncoderConfig | None = None,
+    plan=None,
+    provenance: dict | None = None,
+    extra_files: dict[str, str] | None = None,
+) -> None:
+    """Complete a folder that already holds ``config.json`` and the weights: remote code and ``auto_map`` (effir
+    configs), the tokenizer (EOS appended, left padding), sentence-transformers files, ``surgery_plan.json``,
+    ``provenance.json``, ``extra_files`` and the model card (named after ``out``, where the folder will live).
+
+    Raises:
+        AssertionError: the folder is still incomplete afterwards (``check_folder_files``).
+    """
+    from .card import write_model_card
+
+    if is_effir_config(config):
+        _fix_auto_map(folder, config)
+    tokenizer = prepare_tokenizer(tokenizer)
+    tokenizer.save_pretrained(folder)
+    _sanitize_tokenizer_config(folder)
+    write_st_files(folder, encoder or EncoderConfig(), config.hidden_size)
+    if plan is not None:
+        plan.save(folder / "surgery_plan.json")
+    record = {"tool": "effir-surgery", "tool_version": __version__, **(provenance or {})}
+    _write_json(folder / "provenance.json", record)
+    for name, text in (extra_files or {}).items():
+        (folder / name).write_text(text)
+    write_model_card(folder, model_path=out)
+    problems = check_folder_files(folder)
+    if problems:
+        raise AssertionError(f"saved folder is incomplete: {problems}")
 
 
 def load_saved(folder: str | Path, dtype=None, device: str = "cpu", causal_lm: bool = True):

@@ -51,7 +51,7 @@ def surgery_config(config, mlp_widths: list[int], dropped_attention: list[int], 
     )
 
 
-def _model_class(config, causal_lm: bool):
+def model_class(config, causal_lm: bool):
     """Class that rebuilds this structure from ``config``: an effir class, or the stock auto class."""
     if config.model_type.startswith("effir_"):
         base_cls, causal_cls = EFFIR_MODELS[config.base_model_type]
@@ -77,6 +77,20 @@ def _current_width(layer, spec) -> int:
     return 0 if gate is None else gate.out_features
 
 
+def planned_operations(plan: SurgeryPlan) -> list[str]:
+    """The operations that carry out ``plan``, in the order ``apply_plan`` performs them (as recorded)."""
+    operations = [f"drop_attention({i})" for i in plan.drop_attention_layers]
+    operations += [f"drop_mlp({i})" for i in plan.drop_mlp_layers]
+    for key, keep in sorted(plan.kept_neurons.items(), key=lambda kv: int(kv[0])):
+        operations.append(f"slice_mlp({int(key)}, {plan.shape.mlp_widths[int(key)]}->{len(keep)})")
+    return operations
+
+
+def plan_provenance(plan: SurgeryPlan) -> dict:
+    """The ``effir_surgery`` field of the post-surgery config."""
+    return {"tool": "effir-surgery", "tool_version": __version__, "source_model": plan.model}
+
+
 def apply_plan(model, plan: SurgeryPlan) -> SurgeryRecord:
     """Carry out ``plan`` on ``model`` **in place** (a causal LM or a base model of a supported family).
 
@@ -97,23 +111,18 @@ def apply_plan(model, plan: SurgeryPlan) -> SurgeryRecord:
             f"but this model has {len(layers)} layers with widths {actual[:4]}...; re-plan on this model."
         )
     params_before = _numel(model)
-    operations = []
     for i in plan.drop_attention_layers:
         OPERATORS["drop_attention"](layers[i], spec)
-        operations.append(f"drop_attention({i})")
     for i in plan.drop_mlp_layers:
         OPERATORS["drop_mlp"](layers[i], spec)
-        operations.append(f"drop_mlp({i})")
     for key, keep in sorted(plan.kept_neurons.items(), key=lambda kv: int(kv[0])):
-        i = int(key)
-        OPERATORS["slice_mlp"](layers[i], spec, keep)
-        operations.append(f"slice_mlp({i}, {shape.mlp_widths[i]}->{len(keep)})")
+        OPERATORS["slice_mlp"](layers[int(key)], spec, keep)
+    operations = planned_operations(plan)
 
-    provenance = {"tool": "effir-surgery", "tool_version": __version__, "source_model": plan.model}
-    config = surgery_config(model.config, plan.mlp_widths, plan.dropped_attention_after, provenance)
+    config = surgery_config(model.config, plan.mlp_widths, plan.dropped_attention_after, plan_provenance(plan))
     config._name_or_path = getattr(model.config, "_name_or_path", "")
     causal_lm = base is not model
-    cls = _model_class(config, causal_lm)
+    cls = model_class(config, causal_lm)
     model.config = config
     if causal_lm:
         base.config = config

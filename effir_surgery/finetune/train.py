@@ -51,6 +51,7 @@ class FinetuneResult(BaseModel):
     seconds: float
     examples: int
     losses: list[float] = []
+    open_gates: list[float] = []
     open_gate_fraction: float | None = None
     width_plan: SurgeryPlan | None = None
 
@@ -85,6 +86,14 @@ def _trainer_class():
         """Checkpoints exactly the trainable tensors (LoRA weights, gates, or all weights for full fine-tuning) and
         restores them into the model being trained, whatever its wrappers; the trainer keeps optimizer,
         scheduler and RNG state beside them."""
+
+        gates: list = []
+
+        def log(self, logs: dict, *args, **kwargs) -> None:
+            # the width progress of learned gates, next to the loss
+            if self.gates and "loss" in logs:
+                logs["open_gates"] = round(open_fraction(self.gates), 4)
+            super().log(logs, *args, **kwargs)
 
         def _save(self, output_dir: str | None = None, state_dict=None) -> None:
             from safetensors.torch import save_file
@@ -297,12 +306,13 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         data_seed=config.seed,
         report_to="none",
         dataloader_drop_last=True,
-        use_cpu=config.device == "cpu",
+        use_cpu=config.device == "cpu" or (config.device == "auto" and not torch.cuda.is_available()),
         disable_tqdm=not _interactive(),
     )
     if len(rows["query"]) < config.batch_size:
         raise EffirError(f"Only {len(rows['query'])} training rows for --batch-size {config.batch_size}; lower it.")
     trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_dict(rows), loss=loss)
+    trainer.gates = gates
     resume = _last_checkpoint(work / "checkpoints")
     resumed_from = int(resume.name.split("-")[-1]) if resume else 0
     if resume:
@@ -321,6 +331,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         seconds=time.perf_counter() - started,
         examples=len(rows["query"]),
         losses=[float(h["loss"]) for h in trainer.state.log_history if "loss" in h],
+        open_gates=[float(h["open_gates"]) for h in trainer.state.log_history if "open_gates" in h],
     )
     if not state.is_main_process:
         return result
