@@ -290,8 +290,13 @@ def analyze(model, **flags):
 )
 @click.option("--mlp-width", type=float, default=None, help="With --learn-width: fraction of MLP neurons to keep.")
 @click.option("--param-budget", default=None, help="With --learn-width: total parameters after slicing (e.g. 90M).")
-@click.option("--gate-penalty", type=float, default=None, help="Weight of the gate sparsity penalty (default 1.0).")
-@click.option("--gate-learning-rate", type=float, default=None, help="Learning rate of the gates (default 0.05).")
+@click.option(
+    "--gate-penalty",
+    type=float,
+    default=None,
+    help="Strength of the gates' L1 penalty; 1 closes an undefended gate within the schedule (default 1).",
+)
+@click.option("--gate-learning-rate", type=float, default=None, help="Learning rate of the gates (default 0.02).")
 @click.option("--width-multiple", type=int, default=None, help="Round learned widths up to this multiple (default 8).")
 @load_options
 @click.option(
@@ -365,6 +370,18 @@ def finetune(model, **flags):
 @click.option("--speed-docs", type=int, default=None, help="Corpus documents timed per model (default 128).")
 @click.option("--measure/--no-measure", default=None, help="Measure throughput and memory (default on).")
 @click.option("--seed", type=int, default=None, help="Seed for subsampling (default 0).")
+@click.option(
+    "--cache-dir",
+    type=click.Path(),
+    default=None,
+    help="mteb result cache shared across evaluations (default OUTPUT/mteb-cache).",
+)
+@click.option(
+    "--attach",
+    is_flag=True,
+    default=None,
+    help="Also write each evaluated effir-surgery folder's results into FOLDER/results.json (model card).",
+)
 @handle_errors
 def evaluate(models, **flags):
     """Evaluate MODELS on retrieval tasks with MTEB, with an efficiency report (params, FLOPs/token, measured

@@ -296,8 +296,8 @@ class FinetuneSettings(EncoderConfig):
     learn_width: bool = False
     mlp_width: float | None = None
     param_budget: int | None = None
-    gate_penalty: float = Field(1.0, ge=0)
-    gate_learning_rate: float = Field(0.05, gt=0)
+    gate_penalty: float = Field(1.0, ge=0)  # L1 proximal strength: 1 closes an undefended gate within the schedule
+    gate_learning_rate: float = Field(0.02, gt=0)
     width_multiple: int = Field(8, ge=1)
 
     @field_validator("mlp_width")
@@ -357,6 +357,7 @@ class EvalSettings(StrictConfig):
     measure: bool = True
     seed: int = 0
     cache_dir: Path | None = None
+    attach: bool = False
 
     @model_validator(mode="after")
     def _tasks(self):

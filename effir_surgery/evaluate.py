@@ -300,9 +300,29 @@ def evaluate(config: EvalConfig) -> EvalResults:
         models=entries,
     )
     (out / "results.json").write_text(json.dumps(results.dump(), indent=1) + "\n")
+    if config.attach:
+        attach_results(results)
     (out / "results.md").write_text(results_table(results) + "\n")
     plot_tradeoff(results, out / "tradeoff.png")
     return results
+
+
+def attach_results(results: EvalResults) -> list[Path]:
+    """Write each evaluated model folder's own entry into ``FOLDER/results.json`` (same schema, one model), where
+    the model card and ``push`` read it. Only folders saved by effir-surgery (with ``provenance.json``) are touched;
+    their card is re-rendered. Returns the folders written."""
+    from .card import write_model_card
+
+    written = []
+    for entry in results.models:
+        folder = Path(entry["path"]) if entry.get("path") else None
+        if entry["kind"] != "dense" or folder is None or not (folder / "provenance.json").is_file():
+            continue
+        own = results.model_copy(update={"models": [entry]})
+        (folder / "results.json").write_text(json.dumps(own.dump(), indent=1) + "\n")
+        write_model_card(folder)
+        written.append(folder)
+    return written
 
 
 def _unique(specs: list[RetrieverSpec]) -> list[RetrieverSpec]:

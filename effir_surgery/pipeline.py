@@ -270,12 +270,22 @@ def finetune(config):
     return result
 
 
+# Files a later step may add to or rewrite in a model folder without changing the model: the card (push renders it
+# for the target repo) and attached evaluation results. They do not count toward a stage's output hash.
+_ANNOTATIONS = {"README.md", "results.json"}
+
+
 def folder_hash(path: Path) -> str:
-    """Content hash of a stage output (every file's relative path, size and bytes)."""
+    """Content hash of a stage output: every file's relative path and bytes (a model folder's card and attached
+    results excepted)."""
     import hashlib
 
     digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = (
+        [path]
+        if path.is_file()
+        else sorted(p for p in path.rglob("*") if p.is_file() and p.relative_to(path).as_posix() not in _ANNOTATIONS)
+    )
     for file in files:
         digest.update(str(file.relative_to(path.parent if path.is_file() else path)).encode())
         with file.open("rb") as handle:
@@ -335,7 +345,9 @@ def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
         out = run_dir / {"prune": "pruned", "finetune": "finetuned", "evaluate": "eval", "push": "push.json"}[name]
         previous = record["stages"].get(name, {})
         reusable = previous.get("key") == key and out.exists() and folder_hash(out) == previous.get("output")
-        info(f"[bold]stage {index}/{len(names)}: {name}[/] " + ("(up to date: reused)" if reusable else ""))
+        last = record.get("durations", {}).get(name)
+        eta = f"(last run took {last / 60:.0f} min)" if last and not reusable else ""
+        info(f"[bold]stage {index}/{len(names)}: {name}[/] " + ("(up to date: reused)" if reusable else eta))
         stage_started = time.perf_counter()
         if not reusable:
             if name == "prune":
@@ -367,6 +379,8 @@ def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
                 for inherited in ("dtype", "device"):  # the recipe's value unless the stage sets its own
                     if inherited not in settings.model_fields_set:
                         fields[inherited] = getattr(config, inherited)
+                if "attach" not in settings.model_fields_set:  # the run's models carry their scores (model card)
+                    fields["attach"] = True
                 extra = [_model_ref(m, config, pruned) for m in settings.models]
                 run_evaluate(EvalConfig(models=[str(current), *extra], output=out, **fields))
             elif name == "push" and state.is_main_process:
@@ -377,6 +391,7 @@ def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
             state.wait_for_everyone()
             seconds = time.perf_counter() - stage_started
             if state.is_main_process:
+                record.setdefault("durations", {})[name] = round(seconds, 1)  # kept across invalidation: the ETA
                 record["stages"][name] = {
                     "key": key,
                     "output": folder_hash(out),

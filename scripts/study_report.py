@@ -51,17 +51,19 @@ def main() -> None:
         plan = load(folder / "surgery_plan.json") or {}
         width = load(folder / "width_plan.json")
         stages = run.get("stages", {})
-        rows.append({
-            "variant": variant,
-            "label": LABELS[variant],
-            "entry": entry,
-            "train_seconds": training.get("seconds"),
-            "prune_seconds": stages.get("prune", {}).get("seconds"),
-            "steps": training.get("steps"),
-            "dropped_mlp": len(plan.get("drop_mlp_layers", [])) + (len(width["drop_mlp_layers"]) if width else 0),
-            "dropped_attention": len(plan.get("drop_attention_layers", [])),
-            "costs": provenance.get("costs"),
-        })
+        rows.append(
+            {
+                "variant": variant,
+                "label": LABELS[variant],
+                "entry": entry,
+                "train_seconds": training.get("seconds"),
+                "prune_seconds": stages.get("prune", {}).get("seconds"),
+                "steps": training.get("steps"),
+                "dropped_mlp": len(plan.get("drop_mlp_layers", [])) + (len(width["drop_mlp_layers"]) if width else 0),
+                "dropped_attention": len(plan.get("drop_attention_layers", [])),
+                "costs": provenance.get("costs"),
+            }
+        )
     ref = rows[0]["entry"] if rows and rows[0]["variant"] == "ref" else None
     lines = _table(rows, ref, report)
     (out / "results.md").write_text("\n".join(lines) + "\n")
@@ -133,14 +135,22 @@ def _plot(rows, report, path: Path) -> None:
         eff, s = row["entry"]["efficiency"], _scores(row["entry"])
         kind = next((k for k in ("mlp", "attn", "width") if row["variant"].startswith(k)), "ref")
         ax.scatter(eff["tokens_per_s"], s["ndcg_at_10"], color=colors[kind], s=50, zorder=3)
-        ax.annotate(row["label"], (eff["tokens_per_s"], s["ndcg_at_10"]), textcoords="offset points", xytext=(5, 4),
-                    fontsize=8)
+        ax.annotate(
+            row["label"], (eff["tokens_per_s"], s["ndcg_at_10"]), textcoords="offset points", xytext=(5, 4), fontsize=8
+        )
     for e in report["models"]:
         if e["kind"] == "bm25" or e["name"] in ("all-MiniLM-L6-v2", "smollm2-135m"):
             s = _scores(e)
             ax.axhline(s["ndcg_at_10"], color="grey", linestyle="--", linewidth=0.8)
-            ax.annotate(e["name"], (0.01, s["ndcg_at_10"]), xycoords=("axes fraction", "data"), fontsize=7,
-                        color="grey", textcoords="offset points", xytext=(0, 2))
+            ax.annotate(
+                e["name"],
+                (0.01, s["ndcg_at_10"]),
+                xycoords=("axes fraction", "data"),
+                fontsize=7,
+                color="grey",
+                textcoords="offset points",
+                xytext=(0, 2),
+            )
     ax.set_xlabel("encoding throughput (tokens/s, SmolLM2 variants, same documents, bf16, 2 CPU cores)")
     ax.set_ylabel("SciFact nDCG@10 (test, full corpus)")
     ax.set_title("SmolLM2-135M retrievers: quality against measured throughput")

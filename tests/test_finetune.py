@@ -101,6 +101,7 @@ def test_lora_merged_model_agrees_with_sentence_transformers(source, beir, tmp_p
 
     from effir_surgery.encode import Encoder, read_encoder_config
 
+    assert read_encoder_config(out).max_length == 512, "training length (32) must not become the inference length"
     encoder = Encoder.from_pretrained(str(out), read_encoder_config(out))
     for kind in ("query", "document"):
         ours = encoder.encode(texts, kind=kind)
@@ -110,7 +111,10 @@ def test_lora_merged_model_agrees_with_sentence_transformers(source, beir, tmp_p
 
 def test_learned_width_slices_and_reloads(source, beir, tmp_path):
     out = tmp_path / "width"
-    result = finetune(_config(source, beir, out, max_steps=3, learn_width=True, mlp_width=0.5, width_multiple=4))
+    result = finetune(_config(source, beir, out, max_steps=10, learn_width=True, mlp_width=0.5, width_multiple=4))
+    # the schedule keeps every gate open during the first 10% of steps and reaches the target at 70%
+    assert result.open_gates[0] == 1.0 and result.open_gates[-1] == 0.5 and len(result.open_gates) == 10
+    assert all(a >= b for a, b in zip(result.open_gates, result.open_gates[1:], strict=False))
     plan = result.width_plan
     assert plan is not None and sum(plan.mlp_widths) <= 0.5 * 4 * 64 + 4 * 4
     config = json.loads((out / "config.json").read_text())

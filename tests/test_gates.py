@@ -8,9 +8,10 @@ from effir_surgery.ops.gate_mlp import (
     GatedMLP,
     close_to_budget,
     fold_gates,
-    gate_penalty,
     insert_gates,
     open_fraction,
+    scheduled_open_count,
+    shrink_gates,
 )
 from effir_surgery.plan import plan_from_gates
 from effir_surgery.surgery import apply_plan
@@ -60,17 +61,24 @@ def test_fold_and_slice_is_exact(tiny_model, input_batch, multiple):
     torch.testing.assert_close(_logits(tiny_model, input_batch), gated_out, atol=1e-5, rtol=0)
 
 
-def test_penalty_gradient_closes_unused_gates(tiny_model):
-    """With only the penalty, gradient descent drives every gate to exactly zero and they stay closed."""
+def test_shrink_is_the_l1_proximal_step(tiny_model):
+    """Open gates move toward zero by the step and stop there; closed gates do not move."""
     gates = insert_gates(tiny_model, resolve_spec(tiny_model.config))
-    optimizer = torch.optim.SGD([g.neuron_gate for g in gates], lr=100.0)
-    assert open_fraction(gates) == 1.0
-    for _ in range(3):
-        optimizer.zero_grad()
-        gate_penalty(gates).backward()
-        optimizer.step()
-    assert open_fraction(gates) == 0.0
-    assert float(gate_penalty(gates)) == 0.0
+    with torch.no_grad():
+        gates[0].neuron_gate[:3] = torch.tensor([0.25, 0.05, -0.3])
+    before = gates[0].neuron_gate.clone()
+    shrink_gates(gates, 0.1)
+    z = gates[0].neuron_gate
+    assert torch.allclose(z[:3], torch.tensor([0.15, 0.0, -0.3]))
+    assert torch.allclose(z[3:], before[3:] - 0.1)
+    assert open_fraction(gates) < 1.0
+
+
+def test_schedule_is_monotone_and_meets_the_target():
+    counts = [scheduled_open_count(1000, 300, step, start=10, end=70) for step in range(0, 101)]
+    assert counts[:11] == [1000] * 11 and counts[70:] == [300] * 31
+    assert all(a >= b for a, b in zip(counts, counts[1:], strict=False))
+    assert counts[40] < 1000 - (1000 - 300) / 2  # cubic: most neurons close in the first half of the window
 
 
 def test_close_to_budget_keeps_exactly_the_largest(tiny_model):

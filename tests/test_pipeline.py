@@ -64,6 +64,10 @@ def test_run_all_stages_then_reuse(setup):
     assert names[0] == str(run_dir / "finetuned") and "BM25" in names and len(names) == 4
     record = json.loads((run_dir / "run.json").read_text())
     assert set(record["stages"]) == {"prune", "finetune", "evaluate"}
+    # the run's model folders carry their own scores, and their cards show them
+    attached = json.loads((run_dir / "finetuned" / "results.json").read_text())
+    assert [m["name"] for m in attached["models"]] == [names[0]]
+    assert "nDCG@10" in (run_dir / "finetuned" / "README.md").read_text()
     assert "nDCG@10" in result.output
 
     again = CliRunner().invoke(main, ["run", str(recipe), "--set", "device=cpu"])

@@ -2,8 +2,8 @@
 
 InfoNCE over in-batch and hard negatives comes from ``CachedMultipleNegativesRankingLoss`` (GradCache), batches
 from the no-duplicates sampler; LoRA from peft (targets from the architecture table), merged before saving.
-With ``learn_width`` every MLP neuron gets a trainable gate and the loss adds ``gate_penalty * R(z)`` until the
-target width is reached; the gates are then folded and the closed neurons sliced away.
+With ``learn_width`` every MLP neuron gets a trainable gate; an L1 proximal step and a gradual schedule close gates
+until the target width is reached; the gates are then folded and the closed neurons sliced away.
 
 Checkpoints (the trainable tensors, optimizer and scheduler) go to a work folder beside the output; rerunning
 the same command resumes from the last one. The final folder is written atomically through ``save.save_model``.
@@ -25,12 +25,20 @@ from pydantic import BaseModel
 
 from .._logging import info
 from ..arch import ModelShape, resolve_spec, shape_from_config
-from ..config import FinetuneConfig
+from ..config import EncoderConfig, FinetuneConfig
 from ..costs import CostComparison
 from ..encode import sentence_transformer
 from ..errors import EffirError
 from ..load import ensure_local, load_config, resolve_source, torch_dtype
-from ..ops.gate_mlp import close_to_budget, fold_gates, gate_penalty, insert_gates, open_fraction
+from ..ops.gate_mlp import (
+    close_to_budget,
+    fold_gates,
+    insert_gates,
+    keep_closed,
+    open_fraction,
+    scheduled_open_count,
+    shrink_gates,
+)
 from ..plan import SurgeryPlan, neuron_budget, plan_from_gates
 from ..save import check_output, invocation, load_saved, save_model
 from ..surgery import apply_plan
@@ -56,26 +64,33 @@ class FinetuneResult(BaseModel):
     width_plan: SurgeryPlan | None = None
 
 
-class GatedLoss(torch.nn.Module):
-    """``loss + weight * R(z)`` while more than ``target`` of all MLP neurons still have an open gate.
+# Gates close between these fractions of the training steps; the rest of the run lets the narrowed model recover.
+SCHEDULE_START, SCHEDULE_END = 0.1, 0.7
+OPEN_FLOOR = 1e-3
 
-    ``R`` is ``ops.gate_mlp.gate_penalty`` (mean open-gate value). Once the open fraction reaches the target the
-    penalty switches off, so the width stops shrinking and InfoNCE alone tunes the remaining gates.
-    """
 
-    def __init__(self, loss: torch.nn.Module, gates, weight: float, target: float):
-        super().__init__()
-        self.loss = loss
-        self.model = loss.model
-        self.gates = gates
-        self.weight = weight
-        self.target = target
+def _gate_schedule(gates, target: int, strength: float):
+    """A trainer callback that, after every optimizer step inside the schedule window, applies the L1 proximal step
+    (``strength / window`` per step, so strength 1 alone closes an undefended gate by the window's end) and then
+    closes the smallest gates down to ``ops.gate_mlp.scheduled_open_count``. At the window's end exactly ``target``
+    neurons are open."""
+    from transformers import TrainerCallback
 
-    def forward(self, sentence_features, labels):
-        value = self.loss(sentence_features, labels)
-        if self.weight > 0 and open_fraction(self.gates) > self.target:
-            value = value + self.weight * gate_penalty(self.gates)
-        return value
+    total = sum(g.neuron_gate.numel() for g in gates)
+
+    class GateSchedule(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            start = int(SCHEDULE_START * state.max_steps)
+            end = max(start + 1, int(SCHEDULE_END * state.max_steps))
+            # Gates close only through the schedule, smallest first, so the open count follows it exactly; the
+            # optimizer and the L1 step may push an open gate down to OPEN_FLOOR, not shut it.
+            keep_closed(gates, open_floor=OPEN_FLOOR)
+            if start < state.global_step <= end:
+                shrink_gates(gates, strength / (end - start), floor=OPEN_FLOOR)
+                close_to_budget(gates, scheduled_open_count(total, target, state.global_step, start, end))
+                keep_closed(gates)
+
+    return GateSchedule()
 
 
 def _trainer_class():
@@ -282,8 +297,6 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         mini_batch_size=config.mini_batch_size,
         gather_across_devices=state.num_processes > 1,
     )
-    if gates:
-        loss = GatedLoss(loss, gates, config.gate_penalty, target / sum(g.neuron_gate.numel() for g in gates))
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work / "checkpoints"),
         num_train_epochs=config.epochs,
@@ -313,6 +326,8 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         raise EffirError(f"Only {len(rows['query'])} training rows for --batch-size {config.batch_size}; lower it.")
     trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_dict(rows), loss=loss)
     trainer.gates = gates
+    if gates:
+        trainer.add_callback(_gate_schedule(gates, target, config.gate_penalty))
     resume = _last_checkpoint(work / "checkpoints")
     resumed_from = int(resume.name.split("-")[-1]) if resume else 0
     if resume:
@@ -349,6 +364,15 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     shutil.rmtree(work, ignore_errors=True)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _saved_encoder(config: FinetuneConfig, folder: str):
+    """The encoder definition written into the output: the prompts it was trained with, and the input folder's
+    inference max length (default 512), not the shorter length used to make training affordable."""
+    from ..encode import read_encoder_config
+
+    inference_length = (read_encoder_config(folder) or EncoderConfig()).max_length
+    return config.encoder().model_copy(update={"max_length": inference_length})
 
 
 def _interactive() -> bool:
@@ -394,7 +418,7 @@ def _save(config, folder, trained, tokenizer, result: FinetuneResult, data) -> N
         causal,
         tokenizer,
         result.output,
-        encoder=config.encoder(),
+        encoder=_saved_encoder(config, folder),
         provenance=provenance,
         overwrite=config.overwrite,
         verify=config.verify_reload,

@@ -1,12 +1,16 @@
 """Learned width (EffiR "self-slimming"): a trainable gate per MLP neuron, its sparsity penalty, and the exact fold.
 
 A gated MLP computes ``down(ReLU(z) * act(gate(x)) * up(x))`` with one ``z_i`` per neuron, initialised to 1 (the
-identity). Training with InfoNCE plus ``penalty_weight * gate_penalty(...)`` pushes unneeded gates to exactly zero
-(ReLU clips them, and a clipped gate gets no gradient, so it stays closed). ``fold_gates`` then multiplies each
-surviving gate into its ``down_proj`` column, which is exact because ``down(g * h) = (down * g) h``, and returns the
-neurons to keep; ``plan.plan_from_gates`` + ``surgery.apply_plan`` slice the rest away.
+identity). InfoNCE trains ``z`` with the rest of the model; the L1 penalty ``lambda * sum_i ReLU(z_i)`` is applied as
+its proximal step (``shrink_gates``: every open gate moves ``lambda * eta`` toward zero and stops there), so its
+strength does not depend on the optimizer's per-parameter normalisation. Gates that InfoNCE does not defend reach
+zero and stay closed (ReLU passes no gradient there). ``scheduled_open_count`` gives the gradual pruning schedule
+(Zhu & Gupta 2017, arXiv 1710.01878) along which the smallest gates are closed, so the target width is met exactly.
+``fold_gates`` then multiplies each surviving gate into its ``down_proj`` column, which is exact because
+``down(g * h) = (down * g) h``, and returns the neurons to keep; ``plan.plan_from_gates`` + ``surgery.apply_plan``
+slice the rest away.
 
-References: EffiR, Lei et al. 2026, arXiv 2512.20612 (section on fine-grained width reduction).
+References: EffiR, Lei et al. 2026, arXiv 2512.20612 (fine-grained width reduction with ReLU(z) gates).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class GatedMLP(nn.Module):
         self.neuron_gate = nn.Parameter(
             torch.full((weight.shape[0],), float(init), dtype=torch.float32, device=weight.device)
         )
+        self.closed: torch.Tensor | None = None  # gates closed for good (see keep_closed)
 
     def gate_values(self) -> torch.Tensor:
         """``ReLU(z)``: the multiplier of each neuron, exactly 0 for a closed gate."""
@@ -73,9 +78,45 @@ def insert_gates(model, spec: ArchSpec, init: float = 1.0) -> list[GatedMLP]:
 
 def gate_penalty(gates: list[GatedMLP]) -> torch.Tensor:
     """Sparsity regulariser ``R(z)``: the mean open-gate value ``mean_i ReLU(z_i)`` over all neurons of all gated
-    MLPs (an L1 penalty; scale-free, so one ``penalty_weight`` suits any model size)."""
+    MLPs (an L1 penalty, normalised by the neuron count)."""
     values = torch.cat([g.gate_values() for g in gates])
     return values.mean()
+
+
+def shrink_gates(gates: list[GatedMLP], amount: float, floor: float = 0.0) -> None:
+    """Proximal step of the L1 penalty, in place: every open gate moves ``amount`` toward zero and stops at
+    ``floor`` (soft thresholding, as in ISTA, when ``floor`` is 0). A gate at or below zero is closed and stays."""
+    with torch.no_grad():
+        for g in gates:
+            z = g.neuron_gate
+            z.copy_(torch.where(z > 0, (z - amount).clamp_min(floor), z))
+
+
+def keep_closed(gates: list[GatedMLP], open_floor: float | None = None) -> None:
+    """Keep closed gates closed, in place: a gate that reached zero would otherwise be reopened by the optimizer's
+    momentum, although its gradient is zero. Call after every optimizer step; a gate at or below zero joins the
+    closed set and is set to exactly zero (so a resumed run rebuilds the set from the saved values).
+
+    With ``open_floor``, open gates are instead held at or above it, so no further gate closes (the width is fixed).
+    """
+    with torch.no_grad():
+        for g in gates:
+            if g.closed is None:
+                g.closed = g.neuron_gate <= 0
+            g.neuron_gate.masked_fill_(g.closed, 0.0)
+            if open_floor is not None:
+                g.neuron_gate.copy_(torch.where(g.closed, g.neuron_gate, g.neuron_gate.clamp_min(open_floor)))
+            g.closed |= g.neuron_gate <= 0
+
+
+def scheduled_open_count(total: int, target: int, step: int, start: int, end: int) -> int:
+    """Neurons allowed open at ``step`` under the cubic gradual-pruning schedule (Zhu & Gupta 2017): all of them
+    until ``start``, ``target`` from ``end`` on, and ``target + (total - target) * (1 - progress)^3`` in between, so
+    most neurons close early, while the network can still adapt, and few close near the end."""
+    if step <= start:
+        return total
+    progress = min(1.0, (step - start) / max(1, end - start))
+    return target + round((total - target) * (1.0 - progress) ** 3)
 
 
 def open_fraction(gates: list[GatedMLP]) -> float:
