@@ -329,7 +329,7 @@ def finetune(model, **flags):
 
     config = validated(FinetuneConfig, model=model, **_drop_none(flags))
     result = run_finetune(config)
-    if result.output is not None and result.steps:
+    if result is not None:
         click.echo(f"saved: {result.output}")
         click.echo(
             f"steps: {result.steps} (resumed from step {result.resumed_from_step}), rows: {result.examples}, "

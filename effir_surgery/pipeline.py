@@ -263,7 +263,9 @@ def finetune(config):
     from .finetune import finetune as run_finetune
 
     result = run_finetune(config)
-    if config.push_to_hub and PartialState().is_main_process:
+    if not PartialState().is_main_process:
+        return None  # only the main process saved (and reports)
+    if config.push_to_hub:
         from .hub import push_saved
 
         push_saved(config.output, config.push_to_hub)

@@ -238,3 +238,44 @@ def test_other_runs_checkpoints_are_not_mixed(source, beir, tmp_path):
     with pytest.raises(EffirError, match="different fine-tuning run; pass --overwrite"):
         finetune(_config(source, beir, out, max_steps=1))
     assert Path(work / "run.json").is_file()
+
+
+@pytest.mark.slow
+def test_two_process_ddp(source, beir, tmp_path):
+    """torchrun with two CPU processes (gloo): both train with negatives gathered across them; one writes."""
+    out = tmp_path / "ddp"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "effir_surgery.cli",
+            "finetune",
+            str(source),
+            "--train",
+            str(beir),
+            "-o",
+            str(out),
+            "--batch-size",
+            "4",
+            "--mini-batch-size",
+            "2",
+            "--max-length",
+            "32",
+            "--max-steps",
+            "3",
+            "--full",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    training = json.loads((out / "finetune.json").read_text())
+    assert training["processes"] == 2 and training["steps"] == 3
+    assert proc.stdout.count("saved: ") == 1

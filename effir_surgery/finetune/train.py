@@ -60,6 +60,7 @@ class FinetuneResult(BaseModel):
     examples: int
     losses: list[float] = []
     open_gates: list[float] = []
+    processes: int = 1
     open_gate_fraction: float | None = None
     width_plan: SurgeryPlan | None = None
 
@@ -347,6 +348,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         examples=len(rows["query"]),
         losses=[float(h["loss"]) for h in trainer.state.log_history if "loss" in h],
         open_gates=[float(h["open_gates"]) for h in trainer.state.log_history if "open_gates" in h],
+        processes=state.num_processes,
     )
     if not state.is_main_process:
         return result
