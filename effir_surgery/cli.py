@@ -367,6 +367,12 @@ def finetune(model, **flags):
     help="Weights dtype (default float32).",
 )
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto).")
+@click.option(
+    "--devices",
+    multiple=True,
+    help="Encode on these devices in parallel, one process each (repeatable: --devices cuda:0 --devices cuda:1; "
+    "default: every GPU when there are several).",
+)
 @click.option("--speed-docs", type=int, default=None, help="Corpus documents timed per model (default 128).")
 @click.option("--measure/--no-measure", default=None, help="Measure throughput and memory (default on).")
 @click.option("--seed", type=int, default=None, help="Seed for subsampling (default 0).")
@@ -396,6 +402,7 @@ def evaluate(models, **flags):
 
     flags["task"] = list(flags["task"]) or None
     flags["data_dir"] = list(flags["data_dir"]) or None
+    flags["devices"] = list(flags["devices"]) or None
     config = validated(EvalConfig, models=list(models), **_drop_none(flags))
     results = run_evaluate(config)
     click.echo(results_table(results))

@@ -353,6 +353,9 @@ class EvalSettings(StrictConfig):
     max_length: int | None = Field(None, ge=8)
     dtype: Dtype = "float32"
     device: str = "auto"
+    # Encode on several devices at once (sentence-transformers' multi-process pool), e.g. ["cuda:0", "cuda:1"];
+    # empty = every GPU when there is more than one, else the single ``device``.
+    devices: list[str] = []
     speed_docs: int = Field(128, ge=1)
     measure: bool = True
     seed: int = 0

@@ -183,16 +183,21 @@ def local_task(source: TaskSource, split: str, data: BeirSplit, content_key: str
     return LocalBeirRetrieval()
 
 
-def _run_mteb(model, task, cache_dir: Path, batch_size: int, split: str) -> dict:
+def _run_mteb(model, task, cache_dir: Path, batch_size: int, split: str, devices: list[str] = ()) -> dict:
+    """Scores of one model on one task, from mteb. With several ``devices``, sentence-transformers encodes each
+    call's texts in a multi-process pool, one process per device (mteb passes ``encode_kwargs`` through)."""
     import mteb
     from mteb.cache import ResultCache
 
+    encode_kwargs = {"batch_size": batch_size}
+    if len(devices) > 1:
+        encode_kwargs["device"] = list(devices)
     try:
         result = mteb.evaluate(
             model,
             tasks=[task],
             cache=ResultCache(cache_path=str(cache_dir)),
-            encode_kwargs={"batch_size": batch_size},
+            encode_kwargs=encode_kwargs,
             show_progress_bar=_tty(),
         )
     except (OSError, ConnectionError) as exc:
@@ -205,6 +210,18 @@ def _run_mteb(model, task, cache_dir: Path, batch_size: int, split: str) -> dict
     if missing:
         raise AssertionError(f"mteb returned no {missing} for {task.metadata.name}")
     return {m: float(scores[m]) for m in METRICS}
+
+
+def encode_devices(config: EvalConfig) -> list[str]:
+    """Devices to spread dense encoding over: ``config.devices``, or every GPU when ``device`` is ``auto`` and
+    there is more than one. One device (or none) means ordinary single-process encoding."""
+    if config.devices:
+        return list(config.devices)
+    import torch
+
+    if config.device == "auto" and torch.cuda.device_count() > 1:
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    return []
 
 
 def _tty() -> bool:
@@ -244,6 +261,9 @@ def evaluate(config: EvalConfig) -> EvalResults:
     out = Path(config.output)
     out.mkdir(parents=True, exist_ok=True)
     speed_texts = _speed_texts(local, config)
+    devices = encode_devices(config)
+    if len(devices) > 1:
+        info(f"encoding on {len(devices)} devices in parallel: {', '.join(devices)}")
     entries = []
     for spec in specs:
         entry = {
@@ -271,7 +291,9 @@ def evaluate(config: EvalConfig) -> EvalResults:
                 / f"{_slug(spec.name)}-{spec.key}"
                 / (f"{_slug(source.name)}-{key}")
             )
-            scores = _run_mteb(model, task, cache, config.batch_size, config.split)
+            scores = _run_mteb(
+                model, task, cache, config.batch_size, config.split, devices if spec.kind != "bm25" else ()
+            )
             import mteb
 
             entry["tasks"].append(
@@ -395,13 +417,16 @@ def results_table(results: EvalResults) -> str:
     dense = [e["efficiency"] for e in results.models if e.get("efficiency")]
     if dense:
         eff = dense[0]
+        estimated = [
+            e["name"] for e in results.models if (e.get("efficiency") or {}).get("flops_method") == "estimate"
+        ]
         lines += [
             "",
             f"Throughput: {eff['texts']} corpus documents, mean {eff['seq_len']} tokens, batch "
             f"{eff['batch_size']}, {eff['dtype']}, {eff['device']}, {eff['threads']} threads, best of 2 "
             f"passes after warm-up, each model in a fresh process. Speed-up and FLOP ratio are against the "
-            f"first model. FLOPs/token exclude the LM head ({eff['flops_method']} for "
-            f"{results.models[0]['name']}).",
+            "first model. FLOPs/token exclude the LM head"
+            + (f"; estimated for {', '.join(estimated)}, exact for the others." if estimated else " and are exact."),
         ]
     lines += [f"* subsampled: {note}" for note in notes]
     return "\n".join(lines)

@@ -4,6 +4,7 @@
 # after an interruption continues where it stopped.
 #   bash scripts/run_study.sh [variant ...]      (default: all variants, then the report)
 set -uo pipefail
+export PYTHONUNBUFFERED=1   # stage and loss lines reach the logs as they happen
 cd "$(dirname "$0")/.."
 mkdir -p runs/study/logs
 variants=("$@")

@@ -238,3 +238,34 @@ def test_bm25_on_scifact_matches_the_data_readme(shared_data, tmp_path):
     assert result.exit_code == 0, result.output
     ndcg = json.loads((tmp_path / "o" / "results.json").read_text())["models"][0]["tasks"][0]["scores"]["ndcg_at_10"]
     assert 0.66 <= ndcg <= 0.70  # data README sanity value 0.6863 (bm25s, stemmed, stop words)
+
+
+@pytest.mark.slow
+def test_encoding_on_several_devices_gives_the_same_scores(tiny_folder, tmp_path, monkeypatch):
+    """Several devices (here two CPU processes, as two GPUs would be) go through sentence-transformers'
+    multi-process pool and must score exactly what one process scores."""
+    from conftest import make_beir
+    from sentence_transformers import SentenceTransformer
+
+    pools = []
+    start = SentenceTransformer.start_multi_process_pool
+
+    def counting_start(self, *args, **kwargs):
+        pool = start(self, *args, **kwargs)
+        pools.append(len(pool["processes"]))
+        return pool
+
+    monkeypatch.setattr(SentenceTransformer, "start_multi_process_pool", counting_start)
+
+    from effir_surgery.config import EvalConfig
+    from effir_surgery.evaluate import evaluate
+
+    beir = make_beir(tmp_path / "beir", n_docs=20, n_queries=6)
+    scores = {}
+    for name, devices in (("one", []), ("two", ["cpu", "cpu"])):
+        config = EvalConfig(
+            models=[str(tiny_folder)], data_dir=[str(beir)], output=tmp_path / name, devices=devices, measure=False
+        )
+        scores[name] = evaluate(config).models[0]["tasks"][0]["scores"]
+        assert bool(pools) == bool(devices) and all(n == 2 for n in pools)
+    assert scores["one"] == pytest.approx(scores["two"], abs=1e-6)

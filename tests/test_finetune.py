@@ -2,7 +2,10 @@
 sentence-transformers and effir-surgery's encoder, interrupted runs resume, bad data is refused early."""
 
 import json
+import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -244,6 +247,12 @@ def test_other_runs_checkpoints_are_not_mixed(source, beir, tmp_path):
 def test_two_process_ddp(source, beir, tmp_path):
     """torchrun with two CPU processes (gloo): both train with negatives gathered across them; one writes."""
     out = tmp_path / "ddp"
+    # Rendezvous on loopback with a free port, so the test depends neither on the machine's hostname
+    # resolving nor on port 29500 being free; gloo binds to the loopback interface for the same reason.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo", "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
         [
             sys.executable,
@@ -251,6 +260,10 @@ def test_two_process_ddp(source, beir, tmp_path):
             "torch.distributed.run",
             "--nproc_per_node",
             "2",
+            "--master-addr",
+            "127.0.0.1",
+            "--master-port",
+            str(port),
             "-m",
             "effir_surgery.cli",
             "finetune",
@@ -274,8 +287,11 @@ def test_two_process_ddp(source, beir, tmp_path):
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    # The launcher's own summary hides why a worker died; put the workers' error lines first.
+    errors = [line for line in proc.stderr.splitlines() if re.search(r"Error|error:|terminate|what\(\)|enforce", line)]
+    assert proc.returncode == 0, "\n".join(errors[:40]) + "\n...\n" + proc.stderr[-1500:]
     training = json.loads((out / "finetune.json").read_text())
     assert training["processes"] == 2 and training["steps"] == 3
     assert proc.stdout.count("saved: ") == 1
