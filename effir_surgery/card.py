@@ -394,6 +394,18 @@ def _history(provenance: dict, training: dict | None) -> list[str]:
     if not any(step.get("command") for step in chain):
         return []
     lines = ["## How it was made", ""]
+    if len(chain) > 1 and len({step.get("command") for step in chain}) == 1:
+        # one recipe run (`effir-surgery run`) did every step: show its command once
+        steps = ", then ".join("fine-tuned" if "parent" in step else "pruned" for step in chain)
+        lines += [
+            f"{steps.capitalize()} by one recipe run of effir-surgery {provenance.get('tool_version', '?')}:",
+            "",
+            "```bash",
+            provenance["command"],
+            "```",
+            "",
+        ]
+        return lines + ([_training_summary(training), ""] if training is not None else [])
     for number, step in enumerate(chain, 1):
         what = "Fine-tuned" if "parent" in step else "Pruned"
         lines.append(f"{number}. {what} with effir-surgery {step.get('tool_version', '?')}:")

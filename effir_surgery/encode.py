@@ -212,12 +212,18 @@ def sentence_transformer(folder: str, config: EncoderConfig, dtype=None, device:
     from sentence_transformers.base.modules import Normalize, Transformer
     from sentence_transformers.sentence_transformer.modules import Pooling
 
+    # The encoder is defined on plain text (prompt + text + EOS), which is also what a saved folder reloads as.
+    # Pin the text modality: by default sentence-transformers 6 also enables the "message" modality whenever the
+    # tokenizer has a chat template, and then renders plain text through it (a system turn, and the template's
+    # closing tokens as the pooled token), so a chat model would be trained on inputs it is never scored on.
     transformer = Transformer(
         folder,
         model_kwargs={"trust_remote_code": True, **({"dtype": dtype} if dtype is not None else {})},
         processor_kwargs={"trust_remote_code": True},
         config_kwargs={"trust_remote_code": True},
         max_seq_length=config.max_length,
+        modality_config={"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+        module_output_name="token_embeddings",
     )
     prepare_tokenizer(transformer.tokenizer)
     pooling = Pooling(transformer.get_embedding_dimension(), pooling_mode="lasttoken")

@@ -285,11 +285,11 @@ def evaluate(config: EvalConfig) -> EvalResults:
 
                 task, sub, dataset, key = mteb.get_task(source.name), None, f"mteb:{source.name}", "hub"
             info(f"Evaluating {spec.name} on {source.name} ...")
-            # one cache per model content and task content: results can never be mixed up
+            # one cache per model content, task content and encoding settings: results can never be mixed up
             cache = (
                 (config.cache_dir or out / "mteb-cache")
                 / f"{_slug(spec.name)}-{spec.key}"
-                / (f"{_slug(source.name)}-{key}")
+                / f"{_slug(source.name)}-{key}-{_settings_key(spec, config)}"
             )
             scores = _run_mteb(
                 model, task, cache, config.batch_size, config.split, devices if spec.kind != "bm25" else ()
@@ -359,6 +359,13 @@ def _unique(specs: list[RetrieverSpec]) -> list[RetrieverSpec]:
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[-60:]
+
+
+def _settings_key(spec, config: EvalConfig) -> str:
+    """The settings that change a model's scores on fixed data: truncation length and dtype (BM25 has neither)."""
+    if spec.kind == "bm25":
+        return "bm25"
+    return f"len{config.max_length or 'model'}-{config.dtype}"
 
 
 def _speed_texts(local: dict, config: EvalConfig) -> list[str]:

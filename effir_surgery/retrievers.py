@@ -32,14 +32,19 @@ class RetrieverSpec:
 
 
 def _folder_key(folder: Path) -> str:
+    """Content hash of a model folder: config, encoder and tokenizer files and every byte of the weights.
+
+    A LoRA merge changes projection weights but no tensor name, shape or file size, so nothing short of the
+    whole weights tells two fine-tunings of one pruned model apart (hashing reads at disk speed, seconds for 7B).
+    """
     digest = hashlib.sha256()
     for name in sorted(["config.json", "modules.json", "config_sentence_transformers.json", "tokenizer.json"]):
         if (folder / name).is_file():
             digest.update((folder / name).read_bytes())
     for weights in sorted(folder.glob("*.safetensors")):
         with weights.open("rb") as handle:
-            digest.update(handle.read(1 << 16))  # header and first tensor bytes: changes with any retraining
-        digest.update(str(weights.stat().st_size).encode())
+            while chunk := handle.read(1 << 24):
+                digest.update(chunk)
     return digest.hexdigest()[:12]
 
 

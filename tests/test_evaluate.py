@@ -269,3 +269,51 @@ def test_encoding_on_several_devices_gives_the_same_scores(tiny_folder, tmp_path
         scores[name] = evaluate(config).models[0]["tasks"][0]["scores"]
         assert bool(pools) == bool(devices) and all(n == 2 for n in pools)
     assert scores["one"] == pytest.approx(scores["two"], abs=1e-6)
+
+
+def test_cache_key_sees_every_weight(tiny_folder, tmp_path):
+    """A LoRA merge changes projection weights deep inside the file but no name, shape or size: the model key
+    must still change, or two fine-tunings of one pruned model would share cached scores."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from effir_surgery.retrievers import resolve_retriever
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_folder, copy)
+    assert resolve_retriever(str(copy)).key == resolve_retriever(str(tiny_folder)).key
+    weights = load_file(copy / "model.safetensors")
+    last = sorted(weights)[-1]
+    weights[last] = weights[last].clone()
+    weights[last].view(-1)[-1] += 1.0
+    save_file(weights, copy / "model.safetensors", metadata={"format": "pt"})
+    assert (copy / "model.safetensors").stat().st_size == (tiny_folder / "model.safetensors").stat().st_size
+    assert resolve_retriever(str(copy)).key != resolve_retriever(str(tiny_folder)).key
+
+
+def test_cached_scores_are_not_reused_across_encoding_settings(tiny_folder, tmp_path):
+    """The same model on the same data with another truncation length is scored afresh, not read from the cache."""
+    from conftest import make_beir
+
+    from effir_surgery.config import EvalConfig
+    from effir_surgery.evaluate import evaluate
+
+    beir = make_beir(tmp_path / "beir", n_docs=20, n_queries=6)
+    cache = tmp_path / "shared-cache"
+
+    def run(max_length):
+        config = EvalConfig(
+            models=[str(tiny_folder)],
+            data_dir=[str(beir)],
+            output=tmp_path / f"out{max_length}",
+            cache_dir=cache,
+            max_length=max_length,
+            measure=False,
+        )
+        evaluate(config)
+        return sorted(p.relative_to(cache) for p in cache.glob("*/*") if p.is_dir())
+
+    assert len(run(8)) == 1
+    assert len(run(64)) == 2  # a second cache entry, not a hit on the first
+    assert len(run(8)) == 2  # the same settings again: a hit

@@ -360,6 +360,19 @@ def test_card_of_a_finetuned_folder_shows_both_steps(folder):
     assert "It was fine-tuned as a retriever on data/train.jsonl" in card
 
 
+def test_card_of_a_recipe_run_shows_its_command_once(folder):
+    from effir_surgery.card import render_model_card
+
+    parent = json.loads((folder / "provenance.json").read_text())
+    recipe = "effir-surgery run recipes/study/mlp50.yaml"
+    parent["command"] = recipe
+    child = {**parent, "tool_version": "0.1.0", "command": recipe, "parent": parent}
+    (folder / "provenance.json").write_text(json.dumps(child))
+    history = render_model_card(folder).split("## How it was made", 1)[1].split("\n## ", 1)[0]
+    assert history.count(recipe) == 1
+    assert "Pruned, then fine-tuned by one recipe run of effir-surgery 0.1.0" in history
+
+
 # ------------------------------------------------------------------------------------------------------ push
 
 
