@@ -267,7 +267,11 @@ def analyze(model, **flags):
     help="Queries per step; their documents are in-batch negatives (default 32).",
 )
 @click.option(
-    "--mini-batch-size", type=int, default=None, help="GradCache mini-batch: bounds memory, not the math (default 8)."
+    "--mini-batch-size",
+    type=int,
+    default=None,
+    help="GradCache mini-batch: bounds memory, not the math (default 8). Equal to --batch-size: no GradCache, "
+    "about a quarter faster.",
 )
 @click.option("--learning-rate", type=float, default=None, help="Peak learning rate (default 1e-4).")
 @click.option("--warmup-ratio", type=float, default=None, help="Fraction of steps for linear warm-up (default 0.1).")

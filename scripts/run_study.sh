@@ -8,7 +8,7 @@ export PYTHONUNBUFFERED=1   # stage and loss lines reach the logs as they happen
 cd "$(dirname "$0")/.."
 mkdir -p runs/study/logs
 variants=("$@")
-[ ${#variants[@]} -eq 0 ] && variants=(ref mlp25 mlp50 attn25 attn50 width-oneshot width-learned report)
+[ ${#variants[@]} -eq 0 ] && variants=(ref mlp25 mlp50 attn25 attn50 width-oneshot width-learned report arguana)
 for v in "${variants[@]}"; do
   echo "$(date -u +%FT%TZ) start $v" >> runs/study/logs/progress.txt
   /usr/bin/time -v effir-surgery run "recipes/study/$v.yaml" > "runs/study/logs/$v.out" 2> "runs/study/logs/$v.err"

@@ -84,6 +84,34 @@ def test_loss_goes_down_on_a_repeated_batch(source, beir, tmp_path):
     assert saved["losses"] == result.losses and saved["examples"] == 8
 
 
+def test_plain_loss_when_one_mini_batch_holds_the_batch(source):
+    """GradCache only saves memory when it splits a batch; unsplit, the plain loss must give the same value and the
+    same gradients, so switching to it changes nothing but speed."""
+    from effir_surgery.encode import sentence_transformer
+    from effir_surgery.finetune.train import contrastive_loss
+
+    model = sentence_transformer(str(source), _config(source, "x", "o").encoder(), device="cpu")
+    model.train()
+    queries = ["alpha river", "beta law", "gamma cell", "delta court"]
+    documents = ["river water flow", "court law judge", "cell protein brain", "judge city law"]
+    features = [model.preprocess(queries, prompt="query: "), model.preprocess(documents)]
+    outcome = {}
+    for mini in (2, 4):
+        loss = contrastive_loss(model, _config(source, "x", "o", batch_size=4, mini_batch_size=mini))
+        model.zero_grad()
+        value = loss(features, None)
+        value.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        outcome[type(loss).__name__] = (value.detach(), grads)
+    (cached_loss, cached_grad), (plain_loss, plain_grad) = (
+        outcome["CachedMultipleNegativesRankingLoss"],
+        outcome["MultipleNegativesRankingLoss"],
+    )
+    assert bool(plain_grad.abs().sum() > 0)
+    torch.testing.assert_close(plain_loss, cached_loss, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(plain_grad, cached_grad, atol=1e-5, rtol=1e-4)
+
+
 def test_lora_merged_model_agrees_with_sentence_transformers(source, beir, tmp_path):
     out = tmp_path / "lora"
     result = finetune(_config(source, beir, out, max_steps=2, learning_rate=1e-3))
