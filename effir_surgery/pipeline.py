@@ -17,8 +17,9 @@ from .analyze import ImportanceReport, analyze_importance, analyze_importance_la
 from .arch import shape_from_config
 from .beir import load_beir
 from .calib import load_calibration
-from .config import AnalyzeConfig, PipelineConfig, PruneConfig
+from .config import AnalyzeConfig, EncoderConfig, PipelineConfig, PruneConfig
 from .costs import param_count
+from .encode import read_encoder_config
 from .errors import EffirError
 from .load import (
     load_config,
@@ -48,6 +49,15 @@ class PruneResult(BaseModel):
     streaming: bool = False
     reload_skipped: str | None = None
     peak_memory: dict[str, int] | None = None
+
+
+def source_encoder(source) -> EncoderConfig:
+    """The encoder definition a local folder was saved with (its sentence-transformers files: a fine-tuned model's
+    own query prompt), else the default. Calibration and probe texts are formatted with it, so a model is scored on
+    the inputs it is used with."""
+    if source.kind == "folder":
+        return read_encoder_config(source.path) or EncoderConfig()
+    return EncoderConfig()
 
 
 def _check_report(report: ImportanceReport, shape) -> None:
@@ -107,7 +117,8 @@ def prune(config: PruneConfig) -> PruneResult:
         report = ImportanceReport.load(config.importance)
         _check_report(report, shape)
     elif config.needs_scores:
-        calibration = load_calibration(config.calib, config.calib_samples)
+        prompt = source_encoder(source).query_prompt
+        calibration = load_calibration(config.calib, config.calib_samples, query_prompt=prompt)
         report, loaded = _score(source, calibration, config, neurons=config.wants_width, streaming=streaming)
     plan = make_plan(shape, config, report, model_name=config.model)
     plan = plan.model_copy(update={"revision": config.revision}) if config.revision else plan
@@ -227,7 +238,8 @@ def analyze(config: AnalyzeConfig) -> ImportanceReport:
     from .report import importance_table, plot_importance
 
     source = resolve_source(config.model, config.revision)
-    calibration = load_calibration(config.calib, config.calib_samples)
+    encoder = source_encoder(source)
+    calibration = load_calibration(config.calib, config.calib_samples, query_prompt=encoder.query_prompt)
     if config.probe is not None:
         load_beir(config.probe, config.probe_split)  # fail on bad probe data before loading the model
     report, loaded = _score(source, calibration, config, neurons=True, streaming=False)
@@ -246,6 +258,7 @@ def analyze(config: AnalyzeConfig) -> ImportanceReport:
             config.probe_docs,
             config.probe_max_length,
             config.calib_batch_size,
+            encoder_config=encoder,
         )
         report = report.model_copy(update={"probe": probe, "seconds": report.seconds + time.perf_counter() - started})
     out = Path(config.output)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 VARIANTS = ["ref", "mlp25", "mlp50", "attn25", "attn50", "width-oneshot", "width-learned"]
@@ -41,13 +42,14 @@ def main() -> None:
     if report is None:
         raise SystemExit(f"{runs}/report/eval/results.json is missing: run recipes/study/report.yaml first")
     rows = _rows(runs, report)
+    second = _second_dataset(load(runs / "arguana" / "eval" / "results.json"))
     if not rows or rows[0]["variant"] != "ref":
         raise SystemExit("the reference run (recipes/study/ref.yaml) is missing from the report")
     page = out / "results.md"
     kept = ""
     if page.is_file() and DISCUSSION in page.read_text():
         kept = page.read_text().split(DISCUSSION, 1)[1]
-    lines = _page(rows, report, runs)
+    lines = _page(rows, report, runs, second)
     page.write_text("\n".join(lines) + "\n\n" + DISCUSSION + (kept or "\n\n(to be written)\n"))
     _plot(rows, report, out / "results.png")
     print("\n".join(lines))
@@ -83,7 +85,23 @@ def _scores(entry) -> dict:
     return entry["tasks"][0]["scores"]
 
 
-def _page(rows, report, runs) -> list[str]:
+def _key(entry) -> str:
+    return str(Path(entry["path"]).resolve()) if entry.get("path") and entry["kind"] == "dense" else entry["name"]
+
+
+def _second_dataset(results) -> dict:
+    """ArguAna (recipes/study/arguana.yaml): nDCG@10 by model key, and the subsample note."""
+    if results is None:
+        return {}
+    task = results["models"][0]["tasks"][0]
+    return {
+        "task": task["task"],
+        "note": (task.get("subsample") or {}).get("note", "full corpus"),
+        "ndcg": {_key(e): _scores(e)["ndcg_at_10"] for e in results["models"]},
+    }
+
+
+def _page(rows, report, runs, second) -> list[str]:
     ref = rows[0]
     ref_e = ref["entry"]
     task = ref_e["tasks"][0]
@@ -106,10 +124,11 @@ def _page(rows, report, runs) -> list[str]:
         "by importance (`1 - cos` on 128 SciFact texts); every model, the reference included, is then fine-tuned "
         f"with the same settings: SciFact train ({ref['training'].get('examples', '?')} pairs), "
         f"{cfg.get('hard_negatives')} BM25 hard negative "
-        f"per query, batch {cfg.get('batch_size')}, {cfg.get('max_length')} tokens, {cfg.get('epochs')} epoch "
+        f"per query, batch {cfg.get('batch_size')}, {cfg.get('max_length')} tokens, {cfg.get('epochs', 1):g} epoch(s) "
         f"({ref['training'].get('steps')} steps), lr {cfg.get('learning_rate')}, InfoNCE scale {cfg.get('scale')}, "
-        f"bf16 autocast, {'LoRA' if cfg.get('lora') else 'full fine-tuning'} "
-        "(why: [finetune.md](finetune.md)).",
+        f"{'bf16 autocast' if cfg.get('bf16') else 'fp32'}, {'LoRA' if cfg.get('lora') else 'full fine-tuning'}, "
+        + (f"query prompt `{cfg['query_prompt']!r}`" if cfg.get("query_prompt") else "no query instruction")
+        + " (why: [finetune.md](finetune.md)).",
         f"- Evaluation: SciFact test through mteb {task.get('mteb_version')}, "
         + (f"{sub['note']}" if sub else "full corpus")
         + f", documents truncated to the length in `recipes/study/report.yaml`, {eff['dtype']}. "
@@ -119,25 +138,40 @@ def _page(rows, report, runs) -> list[str]:
         f"{eff['seq_len']} tokens), batch {eff['batch_size']}, {eff['dtype']}, {eff['threads']} CPU threads, best "
         "of two passes after warm-up, all measured in one sitting by `recipes/study/report.yaml`. FLOPs/token exclude "
         "the LM head (the retriever never uses it).",
+    ]
+    if second:
+        lines.append(
+            f"- Second dataset, zero-shot: {second['task']} test through mteb (`recipes/study/arguana.yaml`), "
+            f"{second['note']}, same length and dtype; no model was trained on it."
+        )
+    lines += [
         "",
         "## Quality and cost",
         "",
     ]
-    lines += _table(rows, report)
+    lines += _table(rows, report, second)
     lines += ["", "![quality against throughput](results.png)", "", "## Does the finding hold here?", ""]
-    lines += _findings(rows)
+    lines += _findings(rows, second)
     lines += ["", "## Wall times", ""]
     lines += _times(rows)
     return lines
 
 
-def _table(rows, report) -> list[str]:
+def _table(rows, report, second) -> list[str]:
     ref = rows[0]["entry"]
     ref_ndcg, ref_params = _scores(ref)["ndcg_at_10"], ref["efficiency"]["params_total"]
+    extra = f" {second['task']} nDCG@10 |" if second else ""
+
+    def other(entry) -> str:
+        if not second:
+            return ""
+        value = second["ndcg"].get(_key(entry))
+        return f" {'-' if value is None else f'{value:.4f}'} |"
+
     lines = [
         "| model | MLP / attn removed | nDCG@10 | Δ vs ref (points) | Recall@100 | params | params removed | Δ points "
-        "per 10M params removed | FLOPs/token | tokens/s | speed-up | FLOP ratio |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "per 10M params removed | FLOPs/token | tokens/s | speed-up | FLOP ratio |" + extra,
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if second else ""),
     ]
     for row in rows:
         e = row["entry"]
@@ -150,7 +184,7 @@ def _table(rows, report) -> list[str]:
             f"{'-' if row is rows[0] else f'{delta:+.2f}'} | {s['recall_at_100']:.4f} | "
             f"{eff['params_total'] / 1e6:.1f}M | {'-' if not removed else f'{removed / 1e6:.1f}M'} | {per} | "
             f"{eff['flops_per_token'] / 1e6:.1f}M | {eff['tokens_per_s']:,.0f} | {eff['speedup']:.2f}x | "
-            f"{eff['flop_ratio']:.2f}x |"
+            f"{eff['flop_ratio']:.2f}x |" + other(e)
         )
     for e in report["models"]:
         if any(e is row["entry"] for row in rows):
@@ -161,12 +195,12 @@ def _table(rows, report) -> list[str]:
             f"| {label} | - | {s['ndcg_at_10']:.4f} | {100 * (s['ndcg_at_10'] - ref_ndcg):+.2f} | "
             f"{s['recall_at_100']:.4f} | {_m(eff.get('params_total'))} | - | - | "
             f"{_m(eff.get('flops_per_token'))} | {_n(eff.get('tokens_per_s'), ',.0f')} | "
-            f"{_n(eff.get('speedup'), '.2f', 'x')} | {_n(eff.get('flop_ratio'), '.2f', 'x')} |"
+            f"{_n(eff.get('speedup'), '.2f', 'x')} | {_n(eff.get('flop_ratio'), '.2f', 'x')} |" + other(e)
         )
     return lines
 
 
-def _findings(rows) -> list[str]:
+def _findings(rows, second) -> list[str]:
     by = {row["variant"]: row for row in rows}
     ref = by["ref"]["entry"]
     ref_ndcg, ref_params = _scores(ref)["ndcg_at_10"], ref["efficiency"]["params_total"]
@@ -197,6 +231,18 @@ def _findings(rows) -> list[str]:
                 else "."
             )
         )
+    if second:
+        got = {v: second["ndcg"].get(_key(by[v]["entry"])) for v in by}
+        if got.get("ref") is not None:
+            parts = [
+                f"{by[v]['label']} {100 * (got[v] - got['ref']):+.2f}"
+                for v in ("mlp25", "attn25", "mlp50", "attn50", "width-oneshot", "width-learned")
+                if got.get(v) is not None
+            ]
+            lines.append(
+                f"- **Zero-shot on {second['task']}** (points of nDCG@10 against the reference's "
+                f"{got['ref']:.4f}): " + "; ".join(parts) + "."
+            )
     half = [v for v in ("mlp50", "width-oneshot", "width-learned") if v in by]
     if half:
         parts = [f"{by[v]['label']}: {delta(v):+.2f} points at {removed(v) / 1e6:.1f}M removed" for v in half]
@@ -213,17 +259,23 @@ def _findings(rows) -> list[str]:
 
 
 def _times(rows) -> list[str]:
+    cfg = rows[0]["training"].get("config", {})
+    candidates = cfg.get("batch_size", 0) * (1 + cfg.get("hard_negatives", 0))
+    chance = f"chance ln {candidates} = {math.log(candidates):.2f}" if candidates else "chance"
     lines = [
-        "| model | prune stage | training loop (steps) | evaluate stage | s/step |",
-        "|---|---:|---:|---:|---:|",
+        "| model | prune stage | training loop (steps) | evaluate stage | s/step | training loss: first log → mean of "
+        f"the last 3 ({chance}) |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         d, t = row["durations"], row["training"]
         steps = t.get("steps")
         per = f"{t['seconds'] / steps:.1f}" if t.get("seconds") and steps else "-"
+        losses = t.get("losses") or []
+        curve = f"{losses[0]:.2f} → {sum(losses[-3:]) / len(losses[-3:]):.2f}" if losses else "-"
         lines.append(
             f"| {row['label']} | {_minutes(d.get('prune'))} | {_minutes(t.get('seconds'))} ({steps}) | "
-            f"{_minutes(d.get('evaluate'))} | {per} |"
+            f"{_minutes(d.get('evaluate'))} | {per} | {curve} |"
         )
     return lines
 
@@ -270,7 +322,8 @@ def _plot(rows, report, path: Path) -> None:
             )
     sub = rows[0]["entry"]["tasks"][0].get("subsample")
     corpus = f"{sub['documents']:,}-document subsample" if sub else "full corpus"
-    ax.set_xlabel("encoding throughput (tokens/s, same documents, bf16, 2 CPU cores)")
+    eff = rows[0]["entry"]["efficiency"]
+    ax.set_xlabel(f"encoding throughput (tokens/s, same documents, {eff['dtype']}, {eff['threads']} CPU threads)")
     ax.set_ylabel(f"SciFact nDCG@10 (test, {corpus})")
     ax.set_title("SmolLM2-135M retrievers: quality against measured throughput")
     ax.grid(alpha=0.3)

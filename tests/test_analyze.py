@@ -128,3 +128,46 @@ def test_probe(tiny_model, tokenizer, tmp_path):
     assert 0 < probe.baseline <= 1
     assert len(probe.attention) == len(probe.mlp) == 4 and probe.mlp[3] is None
     assert all(0 <= v <= 1 for v in probe.attention + probe.mlp[:3])
+
+
+def test_a_saved_retrievers_own_prompt_formats_calibration_and_probe(tmp_path, monkeypatch):
+    """A fine-tuned folder carries its query prompt in its sentence-transformers files; analyze (calibration and
+    probe) must format queries with it, not with the toolkit's default instruction."""
+    from conftest import build_tiny, make_beir, save_tiny_source, tiny_tokenizer
+
+    from effir_surgery import pipeline, probe
+    from effir_surgery.config import DEFAULT_QUERY_PROMPT, AnalyzeConfig, EncoderConfig
+    from effir_surgery.encode import write_st_files
+
+    model = build_tiny("llama")
+    folder = save_tiny_source(model, tiny_tokenizer(), tmp_path / "retriever")
+    write_st_files(folder, EncoderConfig(query_prompt="search: "), model.config.hidden_size)
+    plain = save_tiny_source(build_tiny("llama"), tiny_tokenizer(), tmp_path / "plain")
+    beir = make_beir(tmp_path / "beir", n_docs=12, n_queries=4)
+    seen = {}
+    real_calibration, real_probe = pipeline.load_calibration, probe.probe_sublayers
+
+    def calibration(*args, **kwargs):
+        seen["calibration"] = kwargs["query_prompt"]
+        return real_calibration(*args, **kwargs)
+
+    def probing(*args, **kwargs):
+        seen["probe"] = kwargs["encoder_config"].query_prompt
+        return real_probe(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "load_calibration", calibration)
+    monkeypatch.setattr(probe, "probe_sublayers", probing)
+    for source, expected in ((folder, "search: "), (plain, DEFAULT_QUERY_PROMPT)):
+        config = AnalyzeConfig(
+            model=str(source),
+            calib=str(beir),
+            calib_samples=8,
+            probe=str(beir),
+            probe_split="test",
+            probe_queries=2,
+            probe_docs=6,
+            output=tmp_path / f"out-{source.name}",
+            device="cpu",
+        )
+        pipeline.analyze(config)
+        assert seen == {"calibration": expected, "probe": expected}
