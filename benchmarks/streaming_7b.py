@@ -10,6 +10,10 @@ release), with a 32000-token word-level tokenizer. Then, each as a subprocess un
 2. The surgery step alone (``StreamingSurgery(...).write`` with the plan from step 1, no reload check): wall time
    and peak RSS; its weights must be byte-identical to step 1's.
 
+Sizes in the table are one measure for every row: the bytes of the ``*.safetensors`` files on disk (tensor data
+plus each file's header), ``file_bytes``. The JSON also keeps the tensor data alone that ``StreamingSurgery``
+reports (``output_tensor_bytes``, ``source_tensor_bytes``: headers excluded).
+
 Writes ``benchmarks/results/streaming_7b.{json,md}`` and deletes the checkpoint and outputs (also on failure).
 
     python benchmarks/streaming_7b.py [--workdir /tmp/effir-7b] [--shard-size 10GB] [--keep]
@@ -35,6 +39,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 PRUNE_FLAGS = ["--mlp-drop", "0.5", "--mlp-width", "0.75", "--streaming", "--dtype", "bfloat16"]
 CALIB_FLAGS = ["--calib-samples", "8", "--calib-max-length", "64"]
+SIZE_COLUMN = "safetensors files written (bytes on disk, headers included)"
 
 SURGERY_ONLY = """
 import sys
@@ -152,7 +157,8 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:.2f} GB"
 
 
-def weight_bytes(folder: Path) -> int:
+def file_bytes(folder: Path) -> int:
+    """Bytes on disk of ``folder``'s safetensors files: tensor data plus each file's header (the table's measure)."""
     return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
 
 
@@ -228,7 +234,7 @@ def main() -> None:
     try:
         print(f"Building the Mistral-7B-shaped checkpoint in {ckpt} ...", flush=True)
         result["checkpoint"] = build_checkpoint(ckpt, args.shard_size, args.layers)
-        result["checkpoint"]["weight_bytes"] = weight_bytes(ckpt)
+        result["checkpoint"]["file_bytes"] = file_bytes(ckpt)
         print(f"  {result['checkpoint']['params']:,} params in {result['checkpoint']['seconds']} s", flush=True)
 
         prune = [shutil.which("effir-surgery") or "effir-surgery", "prune", str(ckpt), *PRUNE_FLAGS, *CALIB_FLAGS]
@@ -242,7 +248,7 @@ def main() -> None:
             for line in output.splitlines()
             if line.startswith(("drop MLP", "MLP widths", "params", "FLOPs", "clean-process", "peak memory", "time"))
         ]
-        result["prune"]["output_weight_bytes"] = weight_bytes(out)
+        result["prune"]["output_file_bytes"] = file_bytes(out)
         result["prune"]["output_files"] = sorted(p.name for p in out.iterdir())
         hashes = file_hashes(out)
 
@@ -252,8 +258,9 @@ def main() -> None:
         log = (work / "surgery.log").read_text().splitlines()
         streamed = json.loads(next(line for line in reversed(log) if line.startswith('{"record"')))
         result["surgery"].update(
-            output_weight_bytes=streamed["output_bytes"],
-            source_weight_bytes=streamed["source_bytes"],
+            output_file_bytes=file_bytes(out_surgery),
+            output_tensor_bytes=streamed["output_bytes"],
+            source_tensor_bytes=streamed["source_bytes"],
             shards=streamed["shards"],
             identical_to_prune_output=file_hashes(out_surgery) == hashes,
         )
@@ -273,18 +280,20 @@ def markdown(r: dict) -> str:
     ckpt, prune, surgery = r["checkpoint"], r["prune"], r["surgery"]
     gib = 2**30
     lines = [
-        "| step | wall time | peak RSS | weights written |",
+        f"| step | wall time | peak RSS | {SIZE_COLUMN} |",
         "|---|---|---|---|",
         f"| build the checkpoint (random bf16, {len(ckpt['shards'])} shards) | {ckpt['seconds']:.0f} s | - | "
-        f"{_gb(ckpt['weight_bytes'])} |",
+        f"{_gb(ckpt['file_bytes'])} |",
         f"| `prune` (layer-wise analysis, plan, streaming surgery, checks) | {prune['wall_s']:.0f} s | "
-        f"{prune['peak_rss_bytes'] / gib:.2f} GiB | {_gb(prune['output_weight_bytes'])} |",
+        f"{prune['peak_rss_bytes'] / gib:.2f} GiB | {_gb(prune['output_file_bytes'])} |",
         f"| surgery step alone | {surgery['wall_s']:.0f} s | {surgery['peak_rss_bytes'] / gib:.2f} GiB | "
-        f"{_gb(surgery['output_weight_bytes'])} ({surgery['shards']} shards) |",
+        f"{_gb(surgery['output_file_bytes'])} ({surgery['shards']} shards) |",
         "",
         f"Checkpoint: {ckpt['params']:,} parameters, {ckpt['tensors']} tensors, shards "
         + ", ".join(f"{name} {_gb(size)}" for name, size in ckpt["shards"].items())
-        + f". Output / checkpoint size: {prune['output_weight_bytes'] / ckpt['weight_bytes']:.3f}.",
+        + f". Output / checkpoint size (file bytes): {prune['output_file_bytes'] / ckpt['file_bytes']:.3f}."
+        + f" Tensor data alone (headers excluded): {_gb(surgery['source_tensor_bytes'])} read, "
+        + f"{_gb(surgery['output_tensor_bytes'])} written.",
         f"Surgery-only output byte-identical to the prune output: {surgery['identical_to_prune_output']}.",
         f"Machine: {r['machine']['cpus']} CPUs, {r['machine']['ram_bytes'] / gib:.1f} GiB RAM; load average at start "
         f"{', '.join(f'{x:.1f}' for x in r['machine']['load_average'])}, at end "

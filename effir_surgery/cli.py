@@ -56,11 +56,33 @@ def handle_errors(f):
     return wrapper
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _stop_on_sigterm_like_ctrl_c() -> None:
+    """Make SIGTERM (``kill``, ``timeout``, a job scheduler) stop the command as Ctrl-C does: it raises
+    ``KeyboardInterrupt``, so every ``finally`` runs and temporary folders (atomic saves, the GGUF cache) are
+    removed instead of left behind. Only when SIGTERM still has its default action (a host program's own handler
+    is kept) and only for the duration of the command: the previous handler is restored when it ends."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        return
+    signal.signal(signal.SIGTERM, _interrupt)
+    click.get_current_context().call_on_close(lambda: signal.signal(signal.SIGTERM, previous))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="effir-surgery")
 def main():
     """Turn decoder LLMs into fast dense retrievers (EffiR): analyze sublayer redundancy, remove MLP sublayers and
     neurons, fine-tune for retrieval, evaluate with MTEB and publish on the Hub."""
+    _stop_on_sigterm_like_ctrl_c()
 
 
 @main.command()
@@ -209,6 +231,13 @@ def _print_prune_result(result, config) -> None:
     "--probe-docs", type=int, default=None, help="Documents in the probe pool, relevant ones included (default 160)."
 )
 @click.option("--probe-max-length", type=int, default=None, help="Tokens per probe text (default 128).")
+@click.option(
+    "--streaming/--no-streaming",
+    default=None,
+    help="Run the calibration one decoder layer at a time, loading each layer from disk, for models larger than "
+    "RAM; same scores (default: automatic, when the model would take more than half of the available RAM). "
+    "--probe needs the whole model and is refused with it.",
+)
 @calib_options
 @load_options
 @handle_errors
@@ -298,7 +327,10 @@ def analyze(model, **flags):
     "--gate-penalty",
     type=float,
     default=None,
-    help="Strength of the gates' L1 penalty; 1 closes an undefended gate within the schedule (default 1).",
+    help=(
+        "Strength of the gates' L1 proximal step; 1 shrinks an undefended gate to the floor within the schedule "
+        "window, and the schedule closes the smallest gates (default 1)."
+    ),
 )
 @click.option("--gate-learning-rate", type=float, default=None, help="Learning rate of the gates (default 0.02).")
 @click.option("--width-multiple", type=int, default=None, help="Round learned widths up to this multiple (default 8).")
@@ -368,7 +400,7 @@ def finetune(model, **flags):
     "--dtype",
     type=click.Choice(["float32", "bfloat16", "float16"]),
     default=None,
-    help="Weights dtype (default float32).",
+    help="Weights dtype (default float32; bfloat16 when every encoding device is a GPU that supports it).",
 )
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto).")
 @click.option(
@@ -428,18 +460,31 @@ def evaluate(models, **flags):
     type=click.Choice(["prune", "finetune", "evaluate", "push"]),
     help="Skip a stage (repeatable).",
 )
+@click.option(
+    "--push-to-hub",
+    default=None,
+    metavar="REPO_ID",
+    help="Publish the run's final model to this Hub repo (owner/name), as `effir-surgery push` does; overrides the "
+    "recipe's push_to_hub.",
+)
 @handle_errors
-def run(recipe, overrides, skip):
+def run(recipe, overrides, skip, push_to_hub):
     """Run a RECIPE (YAML): load -> analyze -> plan -> surgery -> fine-tune -> evaluate -> push.
 
     Stage outputs stay in the recipe's run_dir; rerunning reuses every stage whose settings, input and output
     are unchanged (checked by content hash) and resumes an interrupted fine-tuning.
     """
-    from .config import load_recipe
+    from .config import check_repo_id, load_recipe
     from .evaluate import EvalResults, results_table
     from .pipeline import run as run_pipeline
 
     config = load_recipe(recipe, list(overrides))
+    if push_to_hub is not None:
+        try:
+            check_repo_id(push_to_hub)
+        except ValueError as exc:
+            raise EffirError(f"--push-to-hub: {exc}") from None
+        config = config.model_copy(update={"push_to_hub": push_to_hub})
     result = run_pipeline(config, tuple(skip))
     for name, stage in result.stages.items():
         click.echo(f"{name}: {stage['status']} -> {stage['output']}")
@@ -460,6 +505,12 @@ def run(recipe, overrides, skip):
 )
 @click.option(
     "--dry-run", is_flag=True, default=None, help="Check the folder, print its files and model card; upload nothing."
+)
+@click.option(
+    "--reload-check/--no-reload-check",
+    default=None,
+    help="Reload the folder in a clean process before uploading (default on; skipped anyway, with a note, when the "
+    "model would not fit in memory twice).",
 )
 @handle_errors
 def push(folder, **flags):

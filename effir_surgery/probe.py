@@ -5,8 +5,10 @@ only through cosine similarity. nDCG@10 comes from ``pytrec_eval`` (trec_eval), 
 
 from __future__ import annotations
 
+import json
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -82,8 +84,13 @@ def probe_sublayers(
     max_length: int = 128,
     batch_size: int = 16,
     encoder_config: EncoderConfig | None = None,
+    model_state: str | None = None,
 ) -> ProbeResult:
-    """nDCG@10 with each present sublayer removed alone (its output zeroed by a hook; the model is not changed)."""
+    """nDCG@10 with each present sublayer removed alone (its output zeroed by a hook; the model is not changed).
+
+    ``model_state`` (for example from ``model_state(folder)``) is added to the result's description; without it
+    the description says nothing about how the model was trained.
+    """
     try:
         import pytrec_eval  # noqa: F401
     except ImportError:
@@ -111,5 +118,21 @@ def probe_sublayers(
         baseline=baseline,
         attention=results["attention"],
         mlp=results["mlp"],
-        description=f"{data.description}, max length {max_length}, no fine-tuning",
+        description=", ".join(
+            [data.description, f"max length {max_length}", "each sublayer removed without retraining"]
+            + ([model_state] if model_state else [])
+        ),
     )
+
+
+def model_state(folder: str | Path) -> str | None:
+    """What a local model folder records about its training, for the probe's description: ``"fine-tuned (N steps
+    on DATA)"`` when ``effir-surgery finetune`` saved it (its ``finetune.json``), else ``None`` (nothing known)."""
+    path = Path(folder) / "finetune.json"
+    if not path.is_file():
+        return None
+    try:
+        training = json.loads(path.read_text())
+        return f"fine-tuned ({int(training['steps'])} steps on {training['data']})"
+    except (ValueError, KeyError, TypeError):
+        return "fine-tuned (finetune.json)"

@@ -51,7 +51,8 @@ def importance_table(report: ImportanceReport) -> str:
 
 def plot_importance(report: ImportanceReport, path: str | Path) -> None:
     """Bar chart of attention and MLP importance side by side per layer (log scale: the two kinds differ by
-    orders of magnitude in the first and last layers), plus the drop-one probe when present."""
+    orders of magnitude in the first and last layers), plus the drop-one probe when present. The title names the
+    model and the calibration set, wrapped to the figure's width."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,7 +60,8 @@ def plot_importance(report: ImportanceReport, path: str | Path) -> None:
 
     n = len(report.mlp)
     rows = 2 if report.probe else 1
-    fig, axes = plt.subplots(rows, 1, figsize=(max(8, n * 0.35), 4 * rows), squeeze=False)
+    width_inches = max(8, n * 0.35)
+    fig, axes = plt.subplots(rows, 1, figsize=(width_inches, 4 * rows), squeeze=False)
     ax = axes[0][0]
     x = range(n)
     width = 0.4
@@ -70,7 +72,12 @@ def plot_importance(report: ImportanceReport, path: str | Path) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("layer")
     ax.set_ylabel("importance: 1 - cos(x_in, x_out)")
-    ax.set_title(f"Sublayer importance, {report.model} ({report.tokens:,} calibration tokens)")
+    ax.set_title(
+        _wrap(f"Sublayer importance, {report.model}", width_inches)
+        + "\n"
+        + _wrap(f"calibration: {report.calibration} ({report.tokens:,} tokens)", width_inches),
+        fontsize=11,
+    )
     ax.set_xticks(list(x))
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
@@ -91,3 +98,11 @@ def plot_importance(report: ImportanceReport, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def _wrap(text: str, width_inches: float) -> str:
+    """``text`` broken at spaces into lines that fit a title ``width_inches`` wide at 11 pt (about 11 characters
+    per inch); a word longer than a line (a long path) is split."""
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width=int(width_inches * 11), break_long_words=True)) or text

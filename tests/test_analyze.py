@@ -128,6 +128,39 @@ def test_probe(tiny_model, tokenizer, tmp_path):
     assert 0 < probe.baseline <= 1
     assert len(probe.attention) == len(probe.mlp) == 4 and probe.mlp[3] is None
     assert all(0 <= v <= 1 for v in probe.attention + probe.mlp[:3])
+    assert "without retraining" in probe.description and "fine-tun" not in probe.description  # nothing known
+
+
+def test_probe_description_states_the_models_training(tmp_path):
+    """The probe's description says a folder saved by ``finetune`` is fine-tuned (its finetune.json), and says
+    nothing about fine-tuning for any other model (it used to claim "no fine-tuning" for every model)."""
+    import json
+
+    from conftest import build_tiny, make_beir, save_tiny_source, tiny_tokenizer
+
+    from effir_surgery.config import AnalyzeConfig
+    from effir_surgery.pipeline import analyze
+
+    beir = make_beir(tmp_path / "beir", n_docs=12, n_queries=4)
+    tuned = save_tiny_source(build_tiny("llama"), tiny_tokenizer(), tmp_path / "tuned")
+    (tuned / "finetune.json").write_text(json.dumps({"steps": 12, "data": "pairs.jsonl: 40 rows"}))
+    plain = save_tiny_source(build_tiny("llama"), tiny_tokenizer(), tmp_path / "plain")
+    descriptions = {}
+    for folder in (tuned, plain):
+        config = AnalyzeConfig(
+            model=str(folder),
+            calib_samples=4,
+            calib_max_length=16,
+            probe=str(beir),
+            probe_queries=2,
+            probe_docs=6,
+            output=tmp_path / f"out-{folder.name}",
+            device="cpu",
+        )
+        descriptions[folder.name] = analyze(config).probe.description
+        assert descriptions[folder.name] in (config.output / "importance.md").read_text()
+    assert descriptions["tuned"].endswith("fine-tuned (12 steps on pairs.jsonl: 40 rows)")
+    assert "fine-tun" not in descriptions["plain"]
 
 
 def test_a_saved_retrievers_own_prompt_formats_calibration_and_probe(tmp_path, monkeypatch):
@@ -171,3 +204,26 @@ def test_a_saved_retrievers_own_prompt_formats_calibration_and_probe(tmp_path, m
         )
         pipeline.analyze(config)
         assert seen == {"calibration": expected, "probe": expected}
+
+
+def test_plot_title_names_the_calibration_set(tiny_model, tokenizer, tmp_path, monkeypatch):
+    """The plot's title says which texts the scores come from, wrapped to the figure's width."""
+    from matplotlib.figure import Figure
+
+    from effir_surgery.report import plot_importance
+
+    titles = []
+    real_savefig = Figure.savefig
+
+    def savefig(self, *args, **kwargs):
+        titles.extend(ax.get_title() for ax in self.axes)
+        return real_savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", savefig)
+    calibration = "BEIR folder ../shared/data/scifact-with-a-rather-long-name: 64 queries + 64 documents"
+    report = _analyze(tiny_model, tokenizer).model_copy(update={"calibration": calibration})
+    plot_importance(report, tmp_path / "importance.png")
+    assert (tmp_path / "importance.png").stat().st_size > 0
+    title = titles[0]
+    assert calibration in " ".join(title.split()) and f"{report.tokens:,} tokens" in title
+    assert max(len(line) for line in title.splitlines()) <= 8 * 11  # the 8-inch figure's width at 11 pt

@@ -61,11 +61,16 @@ def test_dry_run_with_scored_selection(source, tmp_path):
 
 
 def test_prune_end_to_end(source, tmp_path):
+    from effir_surgery import __version__
+
     out = tmp_path / "pruned"
     result = run("prune", source, "--mlp-drop", "0.5", "-o", out, "--calib-samples", "16")
     assert result.exit_code == 0, result.output
     assert "clean-process reload: OK" in result.output
     plan = json.loads((out / "surgery_plan.json").read_text())
+    # source and tool version recorded; a local folder has no Hub revision (a Hub one: test_save_reload)
+    assert plan["model"] == str(source) and plan["tool_version"] == __version__
+    assert "revision" in plan and plan["revision"] is None
     assert len(plan["drop_mlp_layers"]) == 2 and len(plan["scores"]["mlp"]) == 4
     assert (out / "importance.json").is_file() and (out / "README.md").is_file()
     provenance = json.loads((out / "provenance.json").read_text())
@@ -85,8 +90,9 @@ def test_reuse_importance_report(source, tmp_path):
 
 def _assert_refused(result, message, out):
     assert result.exit_code == 2, result.output
-    assert message in result.output
-    assert result.output.count("\n") <= 2, "the error should be one line"
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: "), f"expected exactly one line of error: {result.output!r}"
+    assert message in lines[0]
     assert not out.exists()
     assert not list(out.parent.glob(f".{out.name}.tmp-*"))
 
@@ -132,6 +138,52 @@ def test_corrupt_weights(source, tmp_path, damage):
     _assert_refused(run("prune", broken, "--mlp-drop", "0.5", "-o", out), "Corrupt or truncated weights file", out)
 
 
+@pytest.fixture
+def weights_never_load(monkeypatch):
+    """Make any weight loading in ``prune`` fail loudly: refusals must come from the config and shape alone."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("weights were loaded before the bad input was refused")
+
+    monkeypatch.setattr("effir_surgery.pipeline.load_model", refuse)
+    monkeypatch.setattr("effir_surgery.pipeline.load_layerwise", refuse)
+
+
+@pytest.mark.parametrize("streaming", ["--no-streaming", "--streaming"])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--mlp-drop", "1.2"], "--mlp-drop: must be in [0, 1)"),
+        (["--mlp-drop", "0.9"], "would remove all 4 MLP sublayers of this model"),
+        (["--drop-mlp-layers", "1,9", "--mlp-width", "0.5"], "layer 9 is out of range; this model has 4 layers"),
+        (["--mlp-drop", "0.5", "--param-budget", "1000"], "--param-budget 1,000 is below the smallest model"),
+        (["--drop-mlp-layers", "1", "--param-budget", "10M"], "is above the model's size after the depth cuts"),
+    ],
+)
+def test_bad_input_is_refused_before_weights_load(source, tmp_path, weights_never_load, streaming, flags, message):
+    out = tmp_path / "out"
+    _assert_refused(run("prune", source, *flags, "-o", out, streaming), message, out)
+
+
+def test_existing_output_is_refused_before_weights_load(source, tmp_path, weights_never_load):
+    out = tmp_path / "out"
+    out.mkdir()
+    result = run("prune", source, "--mlp-drop", "0.5", "-o", out)
+    assert result.exit_code == 2, result.output
+    assert result.output.strip() == (
+        f"Error: Output folder '{out}' already exists; pass --overwrite to replace it or choose another -o."
+    )
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("streaming", ["--no-streaming", "--streaming"])
+def test_weights_never_load_fixture_is_effective(source, tmp_path, weights_never_load, streaming):
+    """Control for the tests above: valid input does reach the patched loaders."""
+    result = run("prune", source, "--mlp-drop", "0.5", "-o", tmp_path / "out", streaming)
+    assert isinstance(result.exception, AssertionError)
+    assert "weights were loaded" in str(result.exception)
+
+
 def test_existing_output_needs_overwrite(source, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -169,6 +221,104 @@ def test_offline_hub_id_fails_clearly(tmp_path, monkeypatch):
         "Could not fetch 'example-org/not-cached-model' from the Hugging Face Hub",
         out,
     )
+
+
+@pytest.mark.parametrize(
+    "name, hint",
+    [
+        ("models/missing", "no local folder 'models/missing' ('models' exists in {cwd} but has no 'missing')"),
+        ("nomodels/missing", "no local folder 'nomodels/missing' (relative to {cwd})"),
+    ],
+)
+def test_missing_relative_path_says_there_is_no_such_folder(tmp_path, monkeypatch, name, hint):
+    """A mistyped relative path a/b has the shape of a repo id: the Hub error must also say no folder exists."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    out = tmp_path / "out"
+    result = run("prune", name, "--mlp-drop", "0.5", "-o", out)
+    _assert_refused(result, hint.format(cwd=tmp_path), out)
+    assert "Fix the path" in result.output
+
+
+@pytest.mark.parametrize(
+    "content",
+    [bytes(range(256)) * 16, b"GGUF\x03\x00\x00\x00truncated", b""],
+    ids=["garbage", "truncated-header", "empty"],
+)
+def test_unreadable_gguf_is_refused(tmp_path, monkeypatch, content):
+    monkeypatch.setenv("EFFIR_SURGERY_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "x.gguf"
+    gguf.write_bytes(content)
+    out = tmp_path / "out"
+    result = run("prune", gguf, "--mlp-drop", "0.5", "-o", out)
+    _assert_refused(result, f"'{gguf}' is not a readable GGUF file (", out)
+    assert result.output.rstrip().endswith("; re-download it.")
+    assert not (tmp_path / "cache").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.gguf"]
+
+
+def test_prune_compare_in_a_clean_process(source, tmp_path, monkeypatch):
+    """The README demo path: `prune --compare` encodes with source and pruned model in one clean process."""
+    from conftest import build_tiny
+
+    import effir_surgery.fresh as fresh
+
+    results = []
+
+    def recording(*args, **kwargs):
+        results.append(real(*args, **kwargs))
+        return results[-1]
+
+    real = fresh.compare_in_fresh_process
+    monkeypatch.setattr(fresh, "compare_in_fresh_process", recording)
+    out = tmp_path / "pruned"
+    result = run("prune", source, "--drop-mlp-layers", "1,2", "-o", out, "--compare", "--no-verify-reload")
+    assert result.exit_code == 0, result.output
+    [c] = results
+    assert c["toolkit_importable"] is False
+    assert c["texts"] == 64 and c["tokens"] > c["texts"] and c["dtype"] == "float32" and c["batch_size"] == 8
+    assert c["source"]["class"] == "LlamaModel" and c["pruned"]["class"] == "EffirLlamaModel"
+    full = sum(p.numel() for p in build_tiny("llama").parameters())
+    after = json.loads((out / "provenance.json").read_text())["record"]["params_after"]
+    assert c["source"]["params"] == full and c["pruned"]["params"] == after < full
+    for side in ("source", "pruned"):
+        assert c[side]["tokens_per_s"] == pytest.approx(c["tokens"] / c[side]["seconds"])
+    assert c["speedup"] == pytest.approx(c["source"]["seconds"] / c["pruned"]["seconds"]) and c["speedup"] > 0
+    # two of four MLPs gone without fine-tuning: the embeddings move, but stay unit vectors compared by cosine
+    assert -1 <= c["cosine_min"] <= c["cosine_mean"] < 0.9999
+    assert f"encode ({c['texts']} texts, {c['tokens']:,} tokens, float32, batch 8" in result.output
+    assert f"-> speed-up {c['speedup']:.2f}x (FLOP ratio" in result.output
+    assert f"embedding cosine, source vs pruned (no fine-tuning yet): mean {c['cosine_mean']:.3f}" in result.output
+
+
+def test_sigterm_during_save_leaves_nothing_behind(source, tmp_path):
+    """SIGTERM (kill, timeout, a scheduler) stops prune like Ctrl-C: the atomic save's temp folder is removed."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "effir_surgery.cli", "prune", str(source), "--drop-mlp-layers", "1", "-o", out]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 600
+        # the weights are in the temp folder: the save is under way (its clean-process reload check follows)
+        while not list(tmp_path.glob(".out.tmp-*/*.safetensors")):
+            assert proc.poll() is None, f"prune ended before its save could be interrupted: {proc.communicate()}"
+            assert time.monotonic() < deadline, "the save never started"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGTERM)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode not in (0, None), stdout
+    assert proc.returncode != -signal.SIGTERM, "SIGTERM killed prune without running its cleanup"
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [], "a temporary folder was left behind"
 
 
 def test_param_budget_gives_per_layer_widths_that_reload(source, tmp_path):

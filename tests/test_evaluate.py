@@ -1,6 +1,7 @@
 """Evaluation: the local BEIR task runs through mteb offline and scores a hand-computed case exactly;
 subsampling keeps relevant documents; outputs and bad inputs behave as documented."""
 
+import gzip
 import json
 import math
 
@@ -24,14 +25,21 @@ VECTORS = {
 }
 
 
-def write_beir(folder, docs, queries, qrels, split="test"):
+def write_beir(folder, docs, queries, qrels, split="test", gz=False):
+    """A BEIR folder; ``docs`` maps ids to a text or to ``{"title", "text"}``. ``gz`` writes ``*.jsonl.gz``."""
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "corpus.jsonl").write_text(
-        "".join(json.dumps({"_id": i, "title": "", "text": t}) + "\n" for i, t in docs.items())
-    )
-    (folder / "queries.jsonl").write_text(
-        "".join(json.dumps({"_id": i, "text": t}) + "\n" for i, t in queries.items())
-    )
+    rows = [{"_id": i, **(d if isinstance(d, dict) else {"title": "", "text": d})} for i, d in docs.items()]
+
+    def write(stem, lines):
+        text = "".join(json.dumps(row) + "\n" for row in lines)
+        if gz:
+            with gzip.open(folder / f"{stem}.jsonl.gz", "wt", encoding="utf-8") as handle:
+                handle.write(text)
+        else:
+            (folder / f"{stem}.jsonl").write_text(text)
+
+    write("corpus", rows)
+    write("queries", [{"_id": i, "text": t} for i, t in queries.items()])
     (folder / "qrels").mkdir(exist_ok=True)
     lines = ["query-id\tcorpus-id\tscore"] + [f"{q}\t{d}\t{s}" for q, docs in qrels.items() for d, s in docs.items()]
     (folder / "qrels" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
@@ -39,14 +47,16 @@ def write_beir(folder, docs, queries, qrels, split="test"):
 
 
 class FakeEncoder:
-    """An mteb encoder whose embedding of a text is looked up in VECTORS."""
+    """An mteb encoder whose embedding of a text is looked up in VECTORS; ``calls`` records each call's kwargs."""
 
     def __init__(self):
         from mteb.models.model_meta import ModelMeta
 
         self.mteb_model_meta = ModelMeta.create_empty(overwrites={"name": "test/fake", "revision": "1"})
+        self.calls = []
 
     def encode(self, inputs, *, task_metadata, hf_split, hf_subset, prompt_type=None, **kwargs):
+        self.calls.append(kwargs)
         rows = []
         for batch in inputs:
             for text in batch["text"]:
@@ -84,6 +94,26 @@ def test_ndcg_matches_a_hand_computed_case(hand_case, tmp_path):
     assert scores["mrr_at_10"] == pytest.approx((1 / 2 + 1) / 2, abs=1e-4)
     assert scores["recall_at_100"] == pytest.approx(1.0)
     assert scores["main_score"] == scores["ndcg_at_10"]
+
+
+def test_encoding_progress_bars_follow_the_progress_setting(hand_case, tmp_path, monkeypatch):
+    """mteb gets ``show_progress_bar`` in the encode kwargs (on only when progress is enabled), and the setting is
+    not part of the result cache: a second run with progress on is a cache hit."""
+    import effir_surgery._logging as logging_
+
+    data = load_beir(hand_case, "test")
+    task = local_task(TaskSource("HandCase", hand_case), "test", data, "k1")
+    quiet = FakeEncoder()
+    first = _run_mteb(quiet, task, tmp_path / "cache", batch_size=2, split="test")
+    assert quiet.calls and all(call["show_progress_bar"] is False for call in quiet.calls)  # conftest: no progress
+
+    monkeypatch.setattr(logging_, "progress_enabled", lambda: True)
+    fresh = FakeEncoder()
+    _run_mteb(fresh, task, tmp_path / "other-cache", batch_size=2, split="test")
+    assert fresh.calls and all(call["show_progress_bar"] is True for call in fresh.calls)
+    cached = FakeEncoder()
+    assert _run_mteb(cached, task, tmp_path / "cache", batch_size=2, split="test") == first
+    assert cached.calls == []
 
 
 def test_known_datasets_keep_official_metadata(hand_case):
@@ -130,6 +160,77 @@ def tiny_folder(tmp_path_factory):
     from conftest import build_tiny, save_tiny_source, tiny_tokenizer
 
     return save_tiny_source(build_tiny("llama"), tiny_tokenizer(), tmp_path_factory.mktemp("m") / "tiny")
+
+
+def salad_case(n_docs=16, n_queries=5, seed=3):
+    """Word-salad documents (with titles) and queries; query i is judged relevant to documents i and i + n_queries,
+    so each query has two relevant documents and the ideal DCG is not 1."""
+    import random
+
+    from conftest import WORDS
+
+    rng = random.Random(seed)
+    docs = {
+        f"d{i}": {"title": rng.choice(WORDS), "text": " ".join(rng.choice(WORDS) for _ in range(10))}
+        for i in range(n_docs)
+    }
+    queries = {f"q{i}": " ".join(docs[f"d{i}"]["text"].split()[:4]) for i in range(n_queries)}
+    qrels = {f"q{i}": {f"d{i}": 1, f"d{i + n_queries}": 1} for i in range(n_queries)}
+    return docs, queries, qrels
+
+
+def textbook_ndcg_at_10(ranking: list[str], relevant: dict[str, int]) -> float:
+    """nDCG@10 = DCG@10 / IDCG@10 with DCG = sum over ranks r = 1..10 of rel_r / log2(r + 1) (linear gain)."""
+    dcg = sum(relevant.get(doc, 0) / math.log2(rank + 1) for rank, doc in enumerate(ranking[:10], start=1))
+    ideal = sorted(relevant.values(), reverse=True)[:10]
+    return dcg / sum(gain / math.log2(rank + 1) for rank, gain in enumerate(ideal, start=1))
+
+
+def evaluate_scores(model, folder, out, task="TinyCase", **settings):
+    from effir_surgery.config import EvalConfig
+    from effir_surgery.evaluate import evaluate
+
+    config = EvalConfig(models=[str(model)], task=[task], data_dir=[str(folder)], output=out, **settings)
+    return evaluate(config)
+
+
+def test_tiny_model_through_mteb_matches_a_hand_computed_ndcg(tiny_folder, tmp_path):
+    """A real (tiny, random) decoder through the local task and mteb; then the same queries and documents encoded
+    with the toolkit's Encoder, ranked by dot product in numpy and scored with the textbook nDCG@10 formula."""
+    from effir_surgery.beir import document_text
+    from effir_surgery.encode import Encoder
+
+    folder = write_beir(tmp_path / "tinycase", *salad_case())
+    results = evaluate_scores(tiny_folder, folder, tmp_path / "o", measure=False)
+    mteb_ndcg = results.models[0]["tasks"][0]["scores"]["ndcg_at_10"]
+
+    data = load_beir(folder, "test")
+    encoder = Encoder.from_pretrained(str(tiny_folder))
+    doc_ids = list(data.corpus)
+    queries = encoder.encode(list(data.queries.values()), "query").numpy()
+    docs = encoder.encode([document_text(data.corpus[d]) for d in doc_ids], "document").numpy()
+    similarity = queries @ docs.T
+    per_query = []
+    for row, qid in zip(similarity, data.queries, strict=True):
+        order = np.argsort(-row, kind="stable")
+        gaps = np.diff(np.sort(row)[::-1][:11])
+        assert np.all(np.abs(gaps) > 1e-5), "near-tie in the top 10: the ranking is not well defined"
+        per_query.append(textbook_ndcg_at_10([doc_ids[i] for i in order], data.qrels[qid]))
+    hand = sum(per_query) / len(per_query)
+    assert 0 < hand < 1  # neither trivial case
+    assert mteb_ndcg == round(hand, 5)  # mteb reports metrics rounded to 5 decimals
+
+
+def test_gzipped_beir_folder_gives_identical_scores(tiny_folder, tmp_path):
+    case = salad_case()
+    plain = write_beir(tmp_path / "plain" / "tinycase", *case)
+    zipped = write_beir(tmp_path / "gz" / "tinycase", *case, gz=True)
+    assert (zipped / "corpus.jsonl.gz").is_file() and not (zipped / "corpus.jsonl").exists()
+    scores = [
+        evaluate_scores(tiny_folder, folder, tmp_path / f"out{i}", measure=False).models[0]["tasks"][0]["scores"]
+        for i, folder in enumerate((plain, zipped))  # separate outputs: separate caches, both really encoded
+    ]
+    assert scores[0] == scores[1]
 
 
 def test_cli_end_to_end(tiny_folder, tmp_path):
@@ -201,6 +302,147 @@ def test_unknown_qrels_ids_are_counted(tiny_folder, tmp_path):
     result = CliRunner().invoke(main, ["evaluate", "bm25", "--data-dir", str(beir), "-o", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
     assert "1 qrels" in result.output and "missing from the files" in result.output
+    task = json.loads((tmp_path / "o" / "results.json").read_text())["models"][0]["tasks"][0]
+    assert task["unknown_qrels"] == 1 and task["main_score_name"] == "ndcg_at_10"
+
+
+def test_unknown_folder_name_warns_about_generic_metadata(tmp_path, capsys):
+    from effir_surgery.config import EvalConfig
+    from effir_surgery.evaluate import resolve_tasks
+
+    misnamed = write_beir(tmp_path / "my-arguana-copy", {"d1": "one"}, {"q1": "alpha"}, {"q1": {"d1": 1}})
+    named = write_beir(tmp_path / "arguana", {"d1": "one"}, {"q1": "alpha"}, {"q1": {"d1": 1}})
+    (source,) = resolve_tasks(EvalConfig(models=["bm25"], data_dir=[str(misnamed)]))
+    warning = " ".join(capsys.readouterr().err.split())  # rich wraps long lines
+    assert source.name == "my-arguana-copy"
+    assert "'my-arguana-copy' (from the folder name) is not a known MTEB retrieval task" in warning
+    assert "ignore_identical_ids off" in warning and "--task ArguAna --data-dir" in warning
+    # a known name, from the folder or from --task, is quiet
+    assert resolve_tasks(EvalConfig(models=["bm25"], data_dir=[str(named)]))[0].name == "ArguAna"
+    assert resolve_tasks(EvalConfig(models=["bm25"], task=["ArguAna"], data_dir=[str(misnamed)]))[0].name == "ArguAna"
+    assert capsys.readouterr().err == ""
+
+
+def test_hub_task_refuses_subsampling_before_loading_models(tmp_path, monkeypatch):
+    import effir_surgery.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "_load_model", lambda *a: pytest.fail("a model was loaded"))
+    result = CliRunner().invoke(
+        main, ["evaluate", "bm25", "--task", "SciFact", "--max-docs", "100", "-o", str(tmp_path / "o")]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--max-queries/--max-docs subsample a local BEIR folder" in result.output
+    assert "--data-dir FOLDER" in result.output
+
+
+def test_hub_task_warns_that_efficiency_needs_a_folder(tiny_folder, tmp_path, monkeypatch):
+    """With Hub tasks only there are no local documents to time: the run says so instead of silently writing
+    efficiency null. (mteb's scoring is replaced here: the Hub is offline in tests.)"""
+    import effir_surgery.evaluate as evaluate_module
+
+    scores = {"main_score": 0.5, "ndcg_at_10": 0.5, "recall_at_100": 0.9, "mrr_at_10": 0.4}
+    monkeypatch.setattr(evaluate_module, "_run_mteb", lambda *a, **k: dict(scores))
+    result = CliRunner().invoke(main, ["evaluate", str(tiny_folder), "--task", "SciFact", "-o", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    output = " ".join(result.output.split())
+    assert "no efficiency report" in output and "--task NAME --data-dir FOLDER" in output
+    entry = json.loads((tmp_path / "o" / "results.json").read_text())["models"][0]
+    assert entry["efficiency"] is None and entry["tasks"][0]["unknown_qrels"] is None
+    quiet = CliRunner().invoke(
+        main, ["evaluate", str(tiny_folder), "--task", "SciFact", "--no-measure", "-o", str(tmp_path / "q")]
+    )
+    assert quiet.exit_code == 0 and "no efficiency report" not in quiet.output
+
+
+def test_plot_names_the_main_score(monkeypatch, tmp_path):
+    import matplotlib.axes
+
+    from effir_surgery.evaluate import EvalResults, plot_tradeoff, quality_label
+
+    def results(*names):
+        tasks = [
+            {"task": f"T{i}", "scores": {"main_score": 0.5}, "main_score_name": name} for i, name in enumerate(names)
+        ]
+        return EvalResults(created="now", command="x", models=[{"name": "m", "efficiency": None, "tasks": tasks}])
+
+    labels = []
+    monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel", lambda self, label, **k: labels.append(label))
+    plot_tradeoff(results("map_at_100"), tmp_path / "p.png")
+    assert labels == ["map_at_100 (T0)"]
+    assert quality_label(results("ndcg_at_10")) == "nDCG@10 (T0)"
+    assert quality_label(results("ndcg_at_10", "ndcg_at_10")) == "nDCG@10 (mean of 2 tasks)"
+    assert quality_label(results("ndcg_at_10", "recall_at_100")) == "main score (mean of 2 tasks)"
+
+
+def test_cuda_with_bf16_defaults_to_bfloat16_only_when_dtype_is_unset(monkeypatch):
+    import torch
+
+    from effir_surgery.config import EvalConfig
+    from effir_surgery.evaluate import encode_dtype
+
+    def config(**kw):
+        return EvalConfig(models=["bm25"], data_dir=["x"], **kw)
+
+    assert encode_dtype(config()) == "float32"  # this CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert encode_dtype(config()) == "bfloat16"
+    assert encode_dtype(config(device="cuda:1")) == "bfloat16"
+    assert encode_dtype(config(devices=["cuda:0", "cuda:1"])) == "bfloat16"
+    assert encode_dtype(config(dtype="float32")) == "float32"  # asked for explicitly (a recipe always is)
+    assert encode_dtype(config(device="cpu")) == "float32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert encode_dtype(config()) == "float32"
+
+
+def test_pruned_model_next_to_its_source_reports_exact_costs(tiny_folder, tmp_path):
+    """A tiny Llama with two MLP sublayers removed through the library, evaluated after its source: the FLOP
+    ratio is the ratio of the measured FLOPs/token, and the parameter count is the cost model's for the pruned
+    shape (encoder only: no LM head)."""
+    from conftest import make_beir, tiny_tokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from effir_surgery.arch import shape_from_config
+    from effir_surgery.config import PlanConfig
+    from effir_surgery.costs import param_count
+    from effir_surgery.plan import make_plan
+    from effir_surgery.save import save_model
+    from effir_surgery.surgery import apply_plan
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
+    plan = make_plan(shape_from_config(model.config), PlanConfig(drop_mlp_layers=[1, 2]), model_name="tiny")
+    apply_plan(model, plan)
+    pruned = tmp_path / "pruned"
+    save_model(model, tiny_tokenizer(), pruned, plan=plan, verify=False)
+
+    beir = make_beir(tmp_path / "beir", n_docs=12, n_queries=4)
+    config_kw = dict(data_dir=[str(beir)], output=tmp_path / "o", speed_docs=6)
+    from effir_surgery.config import EvalConfig
+    from effir_surgery.evaluate import evaluate
+
+    source_entry, pruned_entry = evaluate(EvalConfig(models=[str(tiny_folder), str(pruned)], **config_kw)).models
+    src, cut = source_entry["efficiency"], pruned_entry["efficiency"]
+    assert src["flop_ratio"] == 1.0
+    assert cut["flop_ratio"] == pytest.approx(src["flops_per_token"] / cut["flops_per_token"], rel=1e-12)
+    assert cut["flop_ratio"] > 1 and cut["flops_method"] == "exact"
+    shape = shape_from_config(AutoConfig.from_pretrained(pruned, trust_remote_code=True))
+    assert shape.mlp_widths[1] == shape.mlp_widths[2] == 0
+    counts = param_count(shape)
+    assert cut["params_total"] == counts.total - counts.lm_head
+    assert cut["params_non_embedding"] == counts.non_embedding
+    assert cut["params_total"] < src["params_total"]
+
+
+def test_minilm_baseline_resolves_offline_and_encodes():
+    from effir_surgery.retrievers import load_dense, resolve_retriever
+
+    spec = resolve_retriever("all-MiniLM-L6-v2")
+    assert spec.kind == "minilm" and spec.name == "all-MiniLM-L6-v2"
+    model = load_dense(spec)
+    vectors = model.encode(["the cells of the brain", "a river runs through the city"])
+    assert vectors.shape == (2, 384)
+    assert np.linalg.norm(vectors, axis=1) == pytest.approx([1.0, 1.0], abs=1e-4)
+    assert abs(float(vectors[0] @ vectors[1])) < 0.9
 
 
 def test_unknown_task_name():

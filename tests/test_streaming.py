@@ -301,3 +301,117 @@ def test_streaming_is_chosen_automatically_and_reload_skipped_when_memory_is_sho
     monkeypatch.setattr(pipeline, "available_memory", lambda: 10**12)
     result = pipeline.prune(PruneConfig(model=str(src), drop_mlp_layers=[1], output=tmp_path / "out2"))
     assert not result.streaming
+
+
+def _scores(folder):
+    report = json.loads((folder / "importance.json").read_text())
+    return report["attention"], report["mlp"], report["neurons"]
+
+
+def test_analyze_streaming_cli_matches_in_memory(tmp_path, monkeypatch):
+    """``analyze --streaming`` never loads the whole model and writes the scores ``analyze --no-streaming`` does."""
+    import effir_surgery.pipeline as pipeline
+
+    src = _source("llama", tmp_path / "src")
+    args = ["analyze", str(src), "--calib-samples", "8", "--calib-max-length", "32", "--device", "cpu"]
+    whole = CliRunner().invoke(main, [*args, "--no-streaming", "-o", str(tmp_path / "whole")])
+    assert whole.exit_code == 0, whole.output
+
+    def no_whole_model(*args, **kwargs):
+        raise AssertionError("analyze --streaming loaded the whole model")
+
+    monkeypatch.setattr(pipeline, "load_model", no_whole_model)
+    layerwise = CliRunner().invoke(main, [*args, "--streaming", "-o", str(tmp_path / "layerwise")])
+    assert layerwise.exit_code == 0, layerwise.output
+    (att_a, mlp_a, neurons_a), (att_b, mlp_b, neurons_b) = _scores(tmp_path / "whole"), _scores(tmp_path / "layerwise")
+    torch.testing.assert_close(torch.tensor(att_b), torch.tensor(att_a), atol=1e-5, rtol=0)
+    torch.testing.assert_close(torch.tensor(mlp_b), torch.tensor(mlp_a), atol=1e-5, rtol=0)
+    assert neurons_a.keys() == neurons_b.keys() and len(neurons_a) == 4
+    for layer, scores in neurons_a.items():
+        torch.testing.assert_close(torch.tensor(neurons_b[layer]), torch.tensor(scores), atol=1e-5, rtol=0)
+    assert (tmp_path / "layerwise" / "importance.png").is_file()
+
+
+def test_analyze_streaming_is_automatic_and_refuses_the_probe(tmp_path, monkeypatch, capsys):
+    """The probe needs the whole model: refused with --streaming, and when streaming is chosen automatically
+    (memory short), before anything is loaded; without --probe the automatic choice analyses layer by layer."""
+    from conftest import make_beir
+
+    import effir_surgery.pipeline as pipeline
+    from effir_surgery.config import AnalyzeConfig
+
+    src = _source("llama", tmp_path / "src")
+    beir = make_beir(tmp_path / "beir", n_docs=12, n_queries=4)
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("loaded a model before refusing")
+
+    monkeypatch.setattr(pipeline, "load_model", no_loading)
+    monkeypatch.setattr(pipeline, "load_layerwise", no_loading)
+    out = tmp_path / "out"
+    args = ["analyze", str(src), "--probe", str(beir), "--streaming", "-o", str(out)]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 2 and "--probe needs the whole model in memory" in result.output
+    assert "--no-streaming" in result.output and not out.exists()
+
+    monkeypatch.setattr(pipeline, "available_memory", lambda: 100_000)
+    options = {"model": str(src), "calib_samples": 8, "calib_max_length": 32, "device": "cpu", "output": out}
+    with pytest.raises(EffirError, match="analyze would run layer by layer, but --probe needs the whole model"):
+        pipeline.analyze(AnalyzeConfig(probe=str(beir), **options))
+    assert not out.exists()
+
+    monkeypatch.undo()
+    monkeypatch.setattr(pipeline, "available_memory", lambda: 100_000)
+    monkeypatch.setattr(pipeline, "load_model", no_loading)
+    capsys.readouterr()
+    report = pipeline.analyze(AnalyzeConfig(**options))
+    assert "analysing layer by layer." in " ".join(capsys.readouterr().err.split())
+    assert len(report.mlp) == 4 and (out / "importance.json").is_file()
+
+
+def test_benchmark_table_reports_one_size_measure(tmp_path):
+    """benchmarks/streaming_7b.py: every row of its table is safetensors file bytes (headers included), which is
+    more than the tensor data ``StreamingSurgery`` reports; the tensor bytes stay in the JSON, labelled as such."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "streaming_7b.py"
+    spec = importlib.util.spec_from_file_location("streaming_7b", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    src = _source("llama", tmp_path / "src")
+    plan = _plan(shape_from_config(resolve_config(src)))
+    streamed = apply_plan_streaming(src, plan, tmp_path / "out", provenance={}, verify=False, max_shard_size=SHARD)
+    on_disk = bench.file_bytes(tmp_path / "out")
+    assert on_disk == sum(p.stat().st_size for p in (tmp_path / "out").glob("*.safetensors")) > streamed.output_bytes
+
+    gb = 10**9
+    result = {
+        "checkpoint": {
+            "params": 7,
+            "tensors": 3,
+            "shards": {"a": 3 * gb, "b": gb},
+            "seconds": 9.0,
+            "file_bytes": 4 * gb,
+        },
+        "prune": {"wall_s": 5.0, "peak_rss_bytes": 2**30, "output_file_bytes": 2 * gb, "summary": []},
+        "surgery": {
+            "wall_s": 2.0,
+            "peak_rss_bytes": 2**30,
+            "output_file_bytes": 2 * gb,
+            "output_tensor_bytes": 1.5 * gb,
+            "source_tensor_bytes": 3.5 * gb,
+            "shards": 1,
+            "identical_to_prune_output": True,
+        },
+        "machine": {"cpus": 2, "ram_bytes": 2**34, "load_average": [1.0, 1.0, 1.0]},
+        "load_average_at_end": [1.0, 1.0, 1.0],
+        "other_jobs_at_start": [],
+        "other_jobs_at_end": [],
+    }
+    table = bench.markdown(result).splitlines()
+    assert table[0] == "| step | wall time | peak RSS | safetensors files written (bytes on disk, headers included) |"
+    assert table[2].endswith("| 4.00 GB |") and table[3].endswith("| 2.00 GB |")
+    assert table[4].endswith("| 2.00 GB (1 shards) |")  # the surgery row: file bytes too, not the 1.50 GB of tensors
+    assert "Tensor data alone (headers excluded): 3.50 GB read, 1.50 GB written." in table[6]

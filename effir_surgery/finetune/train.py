@@ -27,6 +27,7 @@ from pydantic import BaseModel
 
 from .._logging import info
 from ..arch import ModelShape, resolve_spec, shape_from_config
+from ..card import source_card_metadata
 from ..config import EncoderConfig, FinetuneConfig
 from ..costs import CostComparison
 from ..encode import sentence_transformer
@@ -220,9 +221,10 @@ def _model_negatives(config: FinetuneConfig, data, rows, model) -> dict[str, lis
     if len(mined) == 0:
         raise EffirError("Model-based mining found no negatives in range; widen --mine-range-max or use --mine bm25.")
     columns = mined.column_names
-    renamed = {"query": mined[columns[0]], "positive": mined[columns[1]]}
+    # plain lists: a datasets Column is neither JSON-serialisable (the rows cache) nor a list
+    renamed = {"query": list(mined[columns[0]]), "positive": list(mined[columns[1]])}
     for j, name in enumerate(columns[2:], start=1):
-        renamed[f"negative_{j}"] = mined[name]
+        renamed[f"negative_{j}"] = list(mined[name])
     return renamed
 
 
@@ -303,6 +305,9 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     gates = insert_gates(auto, spec) if config.learn_width else []
     if config.lora:
         from peft import LoraConfig, get_peft_model
+        from transformers import set_seed
+
+        set_seed(config.seed)  # the adapters' initial values depend on the seed, not on what ran before in-process
 
         lora = LoraConfig(
             r=config.lora_r,
@@ -425,10 +430,14 @@ def _save(config, folder, trained, tokenizer, result: FinetuneResult, data) -> N
     parent = meta["parent"]
     # costs against the original model: the parent's source shape when the input was itself pruned
     before = ModelShape(**parent["source_shape"]) if parent.get("source_shape") else input_shape
+    # a pruned input passes on what it recorded; any other input is the source itself
+    inherited = (
+        parent if "source_model" in parent else source_card_metadata(resolve_source(config.model, config.revision))
+    )
     provenance = {
         "source_model": parent.get("source_model", config.model),
-        "base_model": parent.get("base_model") or resolve_source(config.model, config.revision).base_model,
-        "license": parent.get("license"),
+        "base_model": inherited.get("base_model"),
+        "license": inherited.get("license"),
         "command": invocation(),
         "source_shape": before.model_dump(),
         "costs": CostComparison.between(before, shape_from_config(causal.config)).model_dump(),

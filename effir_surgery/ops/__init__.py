@@ -3,7 +3,7 @@ logs to the functions; ``surgery.apply_plan`` is their only caller."""
 
 from .drop_attention import drop_attention
 from .drop_mlp import drop_mlp
-from .gate_mlp import GatedMLP, fold_gates, gate_penalty, insert_gates
+from .gate_mlp import GatedMLP, fold_gates, insert_gates
 from .slice_mlp import slice_mlp
 
 OPERATORS = {
@@ -18,7 +18,6 @@ __all__ = [
     "drop_attention",
     "drop_mlp",
     "fold_gates",
-    "gate_penalty",
     "insert_gates",
     "slice_mlp",
 ]

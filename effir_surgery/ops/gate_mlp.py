@@ -1,14 +1,16 @@
-"""Learned width (EffiR "self-slimming"): a trainable gate per MLP neuron, its sparsity penalty, and the exact fold.
+"""Learned width (EffiR "self-slimming"): a trainable gate per MLP neuron, the steps that close gates, and the exact
+fold.
 
 A gated MLP computes ``down(ReLU(z) * act(gate(x)) * up(x))`` with one ``z_i`` per neuron, initialised to 1 (the
-identity). InfoNCE trains ``z`` with the rest of the model; the L1 penalty ``lambda * sum_i ReLU(z_i)`` is applied as
-its proximal step (``shrink_gates``: every open gate moves ``lambda * eta`` toward zero and stops there), so its
-strength does not depend on the optimizer's per-parameter normalisation. Gates that InfoNCE does not defend reach
-zero and stay closed (ReLU passes no gradient there). ``scheduled_open_count`` gives the gradual pruning schedule
-(Zhu & Gupta 2017, arXiv 1710.01878) along which the smallest gates are closed, so the target width is met exactly.
-``fold_gates`` then multiplies each surviving gate into its ``down_proj`` column, which is exact because
-``down(g * h) = (down * g) h``, and returns the neurons to keep; ``plan.plan_from_gates`` + ``surgery.apply_plan``
-slice the rest away.
+identity). InfoNCE trains ``z`` with the rest of the model. There is no penalty term in the loss: the L1 penalty
+``lambda * sum_i ReLU(z_i)`` (a sum over all neurons) is applied as its proximal step, ``shrink_gates`` (every open
+gate moves a fixed amount toward zero), so its strength does not depend on the optimizer's per-parameter
+normalisation. Gates close along the gradual pruning schedule ``scheduled_open_count`` (Zhu & Gupta 2017, arXiv
+1710.01878): ``close_to_budget`` closes the smallest open gates down to the scheduled count, so the target width is
+met exactly, and ``keep_closed`` keeps closed gates closed. ``finetune.train._gate_schedule`` calls these after
+every optimizer step (docs/method.md, section 4). ``fold_gates`` then multiplies each surviving gate into its
+``down_proj`` column, which is exact because ``down(g * h) = (down * g) h``, and returns the neurons to keep;
+``plan.plan_from_gates`` + ``surgery.apply_plan`` slice the rest away.
 
 References: EffiR, Lei et al. 2026, arXiv 2512.20612 (fine-grained width reduction with ReLU(z) gates).
 """
@@ -74,13 +76,6 @@ def insert_gates(model, spec: ArchSpec, init: float = 1.0) -> list[GatedMLP]:
         if isinstance(mlp, GatedMLP):
             gated.append(mlp)
     return gated
-
-
-def gate_penalty(gates: list[GatedMLP]) -> torch.Tensor:
-    """Sparsity regulariser ``R(z)``: the mean open-gate value ``mean_i ReLU(z_i)`` over all neurons of all gated
-    MLPs (an L1 penalty, normalised by the neuron count)."""
-    values = torch.cat([g.gate_values() for g in gates])
-    return values.mean()
 
 
 def shrink_gates(gates: list[GatedMLP], amount: float, floor: float = 0.0) -> None:
