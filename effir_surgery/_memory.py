@@ -51,6 +51,23 @@ def _maxrss_bytes(who: int) -> int:
     return value if sys.platform == "darwin" else value * 1024  # Linux reports kilobytes, macOS bytes
 
 
+def process_peak_rss() -> int:
+    """Peak resident set size of this process's own address space, in bytes.
+
+    Linux keeps ``ru_maxrss`` across ``execve``, so a fresh Python process started from a large parent (the
+    efficiency measurement's clean process, spawned by an evaluation holding several GB) would report the parent's
+    high-water mark, whatever the child used. ``VmHWM`` in ``/proc/self/status`` belongs to the address space the
+    ``execve`` created, so it is the child's own peak; ``ru_maxrss`` remains the fallback where ``/proc`` is absent.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return _maxrss_bytes(resource.RUSAGE_SELF)
+
+
 def peak_memory() -> dict[str, int]:
     """Peak resident set size so far: ``process`` (this process) and ``children`` (the largest finished child
     process, e.g. the clean-process reload check), in bytes."""

@@ -150,10 +150,9 @@ def measure(
 ) -> dict:
     """Throughput (after one warm-up batch, best of ``repeats`` passes) and costs of one dense model, in this
     process. Call through ``measure_in_fresh_process`` for a per-model peak memory."""
-    import resource
-
     import torch
 
+    from ._memory import process_peak_rss
     from .encode import best_time
 
     model = load_dense(spec, dtype, device, max_length)
@@ -163,11 +162,7 @@ def measure(
     model.encode_document(texts[:batch_size], batch_size=batch_size)  # warm-up
     best = best_time(lambda: model.encode_document(texts, batch_size=batch_size), repeats)
     on_cuda = model.device.type == "cuda"
-    peak = (
-        torch.cuda.max_memory_allocated() / 2**20
-        if on_cuda
-        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    )
+    peak = torch.cuda.max_memory_allocated() / 2**20 if on_cuda else process_peak_rss() / 2**20
     return {
         **encoder_costs(model[0].auto_model, round(tokens / len(texts))),
         "tokens_per_s": tokens / best,

@@ -1,19 +1,34 @@
 #!/usr/bin/env bash
 # Runs the SmolLM2 study (recipes/study/) one recipe after another, logging each with /usr/bin/time -v to
-# runs/study/logs/, then builds docs/results.md. Each recipe reuses its completed stages, so rerunning this script
-# after an interruption continues where it stopped.
-#   bash scripts/run_study.sh [variant ...]      (default: all variants, then the report)
+# runs/study/logs/, and keeps each finished variant's results in docs/study/VARIANT/ (scripts/study_archive.py).
+# A variant already kept there is skipped (FORCE=1 reruns it), so the study is collected over several sessions:
+# one variant costs about half an hour on a 2-core CPU. Each recipe also reuses its completed stages, so rerunning
+# after an interruption continues where it stopped. Ends by measuring throughput (scripts/study_speed.py) and
+# building docs/results.md (scripts/study_report.py) from what docs/study/ holds.
+#   bash scripts/run_study.sh [variant ...]      (default: every variant, the baselines, then speed and report)
 set -uo pipefail
 export PYTHONUNBUFFERED=1   # stage and loss lines reach the logs as they happen
 cd "$(dirname "$0")/.."
 mkdir -p runs/study/logs
 variants=("$@")
-[ ${#variants[@]} -eq 0 ] && variants=(ref mlp25 mlp50 attn25 attn50 width-oneshot width-learned report arguana)
+[ ${#variants[@]} -eq 0 ] && variants=(ref mlp25 mlp50 attn25 attn50 width-oneshot width-learned ft-mlp50 ft-width-oneshot baselines)
+log() { echo "$(date -u +%FT%TZ) $*" >> runs/study/logs/progress.txt; }
 for v in "${variants[@]}"; do
-  echo "$(date -u +%FT%TZ) start $v" >> runs/study/logs/progress.txt
+  if [ -f "docs/study/$v/eval/results.json" ] && [ "${FORCE:-0}" != 1 ]; then
+    log "skip $v (kept in docs/study/$v; FORCE=1 reruns it)"
+    continue
+  fi
+  if [[ $v == ft-* ]] && [ ! -f runs/study/ref/finetuned/config.json ]; then
+    # the second protocol starts from the fine-tuned reference's weights, which only the run folder holds
+    log "start ref weights for $v"
+    effir-surgery run recipes/study/ref.yaml --skip evaluate > runs/study/logs/ref-weights.out 2>&1
+  fi
+  log "start $v"
   /usr/bin/time -v effir-surgery run "recipes/study/$v.yaml" > "runs/study/logs/$v.out" 2> "runs/study/logs/$v.err"
-  echo "$(date -u +%FT%TZ) end $v (exit $?)" >> runs/study/logs/progress.txt
+  status=$?
+  log "end $v (exit $status)"
+  [ $status -eq 0 ] && python scripts/study_archive.py "$v" >> runs/study/logs/progress.txt
 done
-if [ -f runs/study/report/eval/results.json ]; then
-  python scripts/study_report.py
+if [ $# -eq 0 ]; then
+  python scripts/study_speed.py && python scripts/study_report.py
 fi

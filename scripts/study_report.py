@@ -1,11 +1,15 @@
-"""Build docs/results.md and docs/results.png from the study runs (recipes/study/*.yaml).
+"""Build docs/results.md and docs/results.png from the study's kept results (``docs/study/``).
 
-Reads runs/study/report/eval/results.json (quality + efficiency of every model, measured together) and each
-variant's run.json, finetune.json, surgery_plan.json and config.json (what was removed, wall times). Every
-number in the generated part of the page comes from those files. Text under the page's "## Discussion" heading is
+The study (``recipes/study/*.yaml``, ``bash scripts/run_study.sh``) is collected over several sessions: each finished
+variant's small result files are kept in ``docs/study/VARIANT/`` by ``scripts/study_archive.py``. This page reads
+each variant's own scores (``eval/results.json``: its fine-tuned model, and for the second protocol the pruned
+model before retraining), what was removed and how it trained (``finetuned/{surgery_plan,config,finetune}.json``,
+``run.json``), the baselines (``baselines/``), ArguAna (``arguana/``, if run) and the throughput of every model
+measured in one sitting (``speed.json``, ``scripts/study_speed.py``). Every number in the generated part of the page
+comes from those files; variants not run yet are listed as such. Text under the page's "## Discussion" heading is
 written by hand and kept when the page is regenerated.
 
-    python scripts/study_report.py [--runs runs/study] [--out docs]
+    python scripts/study_report.py [--study docs/study] [--out docs]
 """
 
 from __future__ import annotations
@@ -15,7 +19,17 @@ import json
 import math
 from pathlib import Path
 
-VARIANTS = ["ref", "mlp25", "mlp50", "attn25", "attn50", "width-oneshot", "width-learned"]
+VARIANTS = [
+    "ref",
+    "mlp25",
+    "mlp50",
+    "attn25",
+    "attn50",
+    "width-oneshot",
+    "width-learned",
+    "ft-mlp50",
+    "ft-width-oneshot",
+]
 LABELS = {
     "ref": "full model (reference)",
     "mlp25": "drop 8 MLP",
@@ -24,6 +38,15 @@ LABELS = {
     "attn50": "drop 15 attention",
     "width-oneshot": "drop 8 MLP + one-shot width",
     "width-learned": "drop 8 MLP + learned width",
+    "ft-mlp50": "reference → drop 15 MLP → fine-tuned again",
+    "ft-width-oneshot": "reference → drop 8 MLP + one-shot width → fine-tuned again",
+}
+# Second protocol: these start from the fine-tuned reference, so their training is the reference's plus their own.
+SECOND_PROTOCOL = ("ft-mlp50", "ft-width-oneshot")
+BASELINE_LABELS = {
+    "smollm2-135m": "SmolLM2-135M, not fine-tuned",
+    "BM25": "BM25",
+    "all-MiniLM-L6-v2": "all-MiniLM-L6-v2",
 }
 DISCUSSION = "## Discussion"
 
@@ -34,45 +57,56 @@ def load(path: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", default="runs/study")
+    parser.add_argument("--study", default="docs/study")
     parser.add_argument("--out", default="docs")
     args = parser.parse_args()
-    runs, out = Path(args.runs), Path(args.out)
-    report = load(runs / "report" / "eval" / "results.json")
-    if report is None:
-        raise SystemExit(f"{runs}/report/eval/results.json is missing: run recipes/study/report.yaml first")
-    rows = _rows(runs, report)
-    second = _second_dataset(load(runs / "arguana" / "eval" / "results.json"))
+    study, out = Path(args.study), Path(args.out)
+    speed = (load(study / "speed.json") or {}).get("models", {})
+    rows = _rows(study, speed)
     if not rows or rows[0]["variant"] != "ref":
-        raise SystemExit("the reference run (recipes/study/ref.yaml) is missing from the report")
+        raise SystemExit(f"the reference is not in {study}/ref: run bash scripts/run_study.sh ref")
+    baselines = _baselines(load(study / "baselines" / "eval" / "results.json"), speed)
+    second = _second_dataset(load(study / "arguana" / "eval" / "results.json"))
     page = out / "results.md"
     kept = ""
     if page.is_file() and DISCUSSION in page.read_text():
         kept = page.read_text().split(DISCUSSION, 1)[1]
-    lines = _page(rows, report, runs, second)
+    lines = _page(rows, baselines, study, second, load(study / "speed.json"))
     page.write_text("\n".join(lines) + "\n\n" + DISCUSSION + (kept or "\n\n(to be written)\n"))
-    _plot(rows, report, out / "results.png")
+    if any(row["entry"]["efficiency"] for row in rows):
+        _plot(rows, baselines, out / "results.png")
+    else:  # an empty plot would only mislead; the page says throughput is not measured yet
+        (out / "results.png").unlink(missing_ok=True)
     print("\n".join(lines))
 
 
-def _rows(runs: Path, report: dict) -> list[dict]:
-    by_path = {str(Path(m["path"]).resolve()) if m.get("path") else m["name"]: m for m in report["models"]}
+def _entry(results: dict, folder: str) -> dict | None:
+    """The model of a run's results whose path is the run's ``folder`` (``finetuned`` or ``pruned``)."""
+    for entry in results["models"]:
+        if entry.get("path") and Path(entry["path"]).name == folder:
+            return entry
+    return None
+
+
+def _rows(study: Path, speed: dict) -> list[dict]:
     rows = []
     for variant in VARIANTS:
-        folder = (runs / variant / "finetuned").resolve()
-        entry = by_path.get(str(folder))
+        results = load(study / variant / "eval" / "results.json")
+        entry = _entry(results, "finetuned") if results else None
         if entry is None:
             continue
-        run = load(runs / variant / "run.json") or {}
+        folder = study / variant / "finetuned"
         plan = load(folder / "surgery_plan.json") or {}
         widths = (load(folder / "config.json") or {}).get("mlp_intermediate_sizes")
         rows.append(
             {
                 "variant": variant,
                 "label": LABELS[variant],
-                "entry": entry,
+                "entry": {**entry, "efficiency": speed.get(variant)},
+                "pruned": _entry(results, "pruned"),
                 "training": load(folder / "finetune.json") or {},
-                "durations": run.get("durations", {}),
+                "durations": (load(study / variant / "run.json") or {}).get("durations", {}),
+                "time": _time(study / variant / "time.txt"),
                 "dropped_mlp": len(plan.get("drop_mlp_layers", [])) or (widths.count(0) if widths else 0),
                 "dropped_attention": len(plan.get("drop_attention_layers", [])),
                 "widths": widths,
@@ -81,12 +115,40 @@ def _rows(runs: Path, report: dict) -> list[dict]:
     return rows
 
 
+def _time(path: Path) -> str | None:
+    """The whole recipe's wall time from ``/usr/bin/time -v`` (``h:mm:ss`` or ``m:ss.ss``)."""
+    if not path.is_file():
+        return None
+    for line in path.read_text().splitlines():
+        if line.startswith("Elapsed"):
+            return line.rsplit(" ", 1)[-1]
+    return None
+
+
+def _baselines(results, speed: dict) -> list[dict]:
+    """The un-fine-tuned model, BM25 and MiniLM (``recipes/study/baselines.yaml``), with their measured speed."""
+    if results is None:
+        return []
+    out = []
+    for entry in results["models"]:
+        name = (
+            "smollm2-135m"
+            if entry.get("path") and entry["kind"] == "dense" and entry["name"] == "smollm2-135m"
+            else entry["name"]
+        )
+        out.append({**entry, "name": name, "efficiency": speed.get(name)})
+    return out
+
+
 def _scores(entry) -> dict:
     return entry["tasks"][0]["scores"]
 
 
 def _key(entry) -> str:
-    return str(Path(entry["path"]).resolve()) if entry.get("path") and entry["kind"] == "dense" else entry["name"]
+    """A model's name across result files: the variant of a run folder (``.../VARIANT/finetuned``), else its name."""
+    if entry.get("path") and Path(entry["path"]).name == "finetuned":
+        return Path(entry["path"]).parent.name
+    return entry["name"]
 
 
 def _second_dataset(results) -> dict:
@@ -101,22 +163,27 @@ def _second_dataset(results) -> dict:
     }
 
 
-def _page(rows, report, runs, second) -> list[str]:
+def _page(rows, baselines, study, second, speed) -> list[str]:
     ref = rows[0]
-    ref_e = ref["entry"]
-    task = ref_e["tasks"][0]
+    task = ref["entry"]["tasks"][0]
     cfg = ref["training"].get("config", {})
-    eff = ref_e["efficiency"]
     sub = task.get("subsample")
+    settings = (speed or {}).get("settings", {})
+    missing = [v for v in VARIANTS if v not in {row["variant"] for row in rows}]
     lines = [
         "# Results: the EffiR finding on SmolLM2-135M",
         "",
-        "Generated by `python scripts/study_report.py` from the run folders of `recipes/study/*.yaml`; do not edit",
-        "the numbers by hand. Reproduce everything with:",
+        "Generated by `python scripts/study_report.py` from the study's kept results in `docs/study/` (one folder "
+        "per recipe of `recipes/study/`); do not edit the numbers by hand. Reproduce everything with:",
         "",
         "```bash",
-        "bash scripts/run_study.sh   # effir-surgery run recipes/study/<variant>.yaml per variant, then the report",
+        "bash scripts/run_study.sh   # effir-surgery run recipes/study/<variant>.yaml per variant, the baselines,",
+        "                            # then scripts/study_speed.py and this page",
         "```",
+        "",
+        "One variant costs half an hour to an hour on the 2-core CPUs used here (wall times below), so the study is "
+        "collected over several sessions: `scripts/run_study.sh` keeps each finished variant in `docs/study/VARIANT/` "
+        "and skips it later.",
         "",
         "## Setup",
         "",
@@ -130,36 +197,47 @@ def _page(rows, report, runs, second) -> list[str]:
         + (f"query prompt `{cfg['query_prompt']!r}`" if cfg.get("query_prompt") else "no query instruction")
         + " (why: [finetune.md](finetune.md)).",
         f"- Evaluation: SciFact test through mteb {task.get('mteb_version')}, "
-        + (f"{sub['note']}" if sub else "full corpus")
-        + f", documents truncated to the length in `recipes/study/report.yaml`, {eff['dtype']}. "
-        "Scores come from the recipes' own evaluation runs (cached per model content hash) and are re-read, not "
-        "re-encoded, by the report.",
-        f"- Throughput: every model in a fresh process on the same {eff['texts']} SciFact documents (mean "
-        f"{eff['seq_len']} tokens), batch {eff['batch_size']}, {eff['dtype']}, {eff['threads']} CPU threads, best "
-        "of two passes after warm-up, all measured in one sitting by `recipes/study/report.yaml`. FLOPs/token exclude "
-        "the LM head (the retriever never uses it).",
+        + (f"{sub['note']}" if sub else "full corpus (300 queries, 5,183 documents)")
+        + ", documents truncated to 128 tokens, float32, by each variant's own recipe.",
     ]
+    if speed:
+        lines.append(
+            f"- Throughput (`python scripts/study_speed.py`, {speed['created'][:10]}): every model in a fresh process "
+            f"on the same {settings.get('texts')} SciFact documents, batch {settings.get('batch_size')}, "
+            f"{settings.get('dtype')}, {speed['models'][speed['reference']]['threads']} CPU threads, best of two "
+            "passes after warm-up, one model after another in one sitting. Each variant is timed on its architecture "
+            "rebuilt from its kept `config.json` (speed does not depend on the weight values). Speed-ups are "
+            "against the unpruned architecture. FLOPs/token exclude the LM head (the retriever never uses it)."
+        )
+    else:
+        lines.append("- Throughput: not measured yet (`python scripts/study_speed.py`).")
     if second:
         lines.append(
             f"- Second dataset, zero-shot: {second['task']} test through mteb (`recipes/study/arguana.yaml`), "
             f"{second['note']}, same length and dtype; no model was trained on it."
         )
-    lines += [
-        "",
-        "## Quality and cost",
-        "",
+    if missing:
+        lines.append(
+            "- **Not run yet:** " + ", ".join(f"{LABELS[v]} (`recipes/study/{v}.yaml`)" for v in missing) + "."
+        )
+    lines += ["", "## Quality and cost", ""]
+    lines += _table(rows, baselines, second)
+    timed = any(row["entry"]["efficiency"] for row in rows)
+    lines += ["", "![quality against throughput](results.png)" if timed else "(Plot: once throughput is measured.)"]
+    lines += ["", "## Does the finding hold here?", ""]
+    lines += _findings(rows, second) or [
+        "Not yet: the answer needs a pair of the same count, `mlp25` with `attn25` or `mlp50` with `attn50`."
     ]
-    lines += _table(rows, report, second)
-    lines += ["", "![quality against throughput](results.png)", "", "## Does the finding hold here?", ""]
-    lines += _findings(rows, second)
+    lines += _second_protocol(rows)
     lines += ["", "## Wall times", ""]
     lines += _times(rows)
     return lines
 
 
-def _table(rows, report, second) -> list[str]:
+def _table(rows, baselines, second) -> list[str]:
     ref = rows[0]["entry"]
-    ref_ndcg, ref_params = _scores(ref)["ndcg_at_10"], ref["efficiency"]["params_total"]
+    ref_ndcg = _scores(ref)["ndcg_at_10"]
+    ref_params = (ref["efficiency"] or {}).get("params_total")
     extra = f" {second['task']} nDCG@10 |" if second else ""
 
     def other(entry) -> str:
@@ -175,41 +253,45 @@ def _table(rows, report, second) -> list[str]:
     ]
     for row in rows:
         e = row["entry"]
-        s, eff = _scores(e), e["efficiency"]
+        s, eff = _scores(e), e["efficiency"] or {}
         delta = 100 * (s["ndcg_at_10"] - ref_ndcg)
-        removed = ref_params - eff["params_total"]
+        removed = ref_params - eff["params_total"] if ref_params and eff else None
         per = f"{delta / (removed / 1e7):+.2f}" if removed else "-"
         lines.append(
             f"| {row['label']} | {row['dropped_mlp']} / {row['dropped_attention']} | {s['ndcg_at_10']:.4f} | "
             f"{'-' if row is rows[0] else f'{delta:+.2f}'} | {s['recall_at_100']:.4f} | "
-            f"{eff['params_total'] / 1e6:.1f}M | {'-' if not removed else f'{removed / 1e6:.1f}M'} | {per} | "
-            f"{eff['flops_per_token'] / 1e6:.1f}M | {eff['tokens_per_s']:,.0f} | {eff['speedup']:.2f}x | "
-            f"{eff['flop_ratio']:.2f}x |" + other(e)
+            f"{_m(eff.get('params_total'))} | {'-' if not removed else f'{removed / 1e6:.1f}M'} | {per} | "
+            + _cost_cells(eff)
+            + other(e)
         )
-    for e in report["models"]:
-        if any(e is row["entry"] for row in rows):
-            continue
+    for e in baselines:
         s, eff = _scores(e), e.get("efficiency") or {}
-        label = {"smollm2-135m": "SmolLM2-135M, not fine-tuned"}.get(e["name"], e["name"])
         lines.append(
-            f"| {label} | - | {s['ndcg_at_10']:.4f} | {100 * (s['ndcg_at_10'] - ref_ndcg):+.2f} | "
-            f"{s['recall_at_100']:.4f} | {_m(eff.get('params_total'))} | - | - | "
-            f"{_m(eff.get('flops_per_token'))} | {_n(eff.get('tokens_per_s'), ',.0f')} | "
-            f"{_n(eff.get('speedup'), '.2f', 'x')} | {_n(eff.get('flop_ratio'), '.2f', 'x')} |" + other(e)
+            f"| {BASELINE_LABELS.get(e['name'], e['name'])} | - | {s['ndcg_at_10']:.4f} | "
+            f"{100 * (s['ndcg_at_10'] - ref_ndcg):+.2f} | {s['recall_at_100']:.4f} | {_m(eff.get('params_total'))} | "
+            "- | - | " + _cost_cells(eff) + other(e)
         )
     return lines
 
 
+def _cost_cells(eff: dict) -> str:
+    return (
+        f"{_m(eff.get('flops_per_token'))} | {_n(eff.get('tokens_per_s'), ',.0f')} | "
+        f"{_n(eff.get('speedup'), '.2f', 'x')} | {_n(eff.get('flop_ratio'), '.2f', 'x')} |"
+    )
+
+
 def _findings(rows, second) -> list[str]:
     by = {row["variant"]: row for row in rows}
-    ref = by["ref"]["entry"]
-    ref_ndcg, ref_params = _scores(ref)["ndcg_at_10"], ref["efficiency"]["params_total"]
+    ref_ndcg = _scores(by["ref"]["entry"])["ndcg_at_10"]
+    ref_params = (by["ref"]["entry"]["efficiency"] or {}).get("params_total")
 
     def delta(v):
         return 100 * (_scores(by[v]["entry"])["ndcg_at_10"] - ref_ndcg)
 
     def removed(v):
-        return ref_params - by[v]["entry"]["efficiency"]["params_total"]
+        eff = by[v]["entry"]["efficiency"]
+        return ref_params - eff["params_total"] if eff and ref_params else None
 
     lines = []
     for mlp, attn in (("mlp25", "attn25"), ("mlp50", "attn50")):
@@ -217,8 +299,15 @@ def _findings(rows, second) -> list[str]:
             continue
         k = by[mlp]["dropped_mlp"]
         dm, da = delta(mlp), delta(attn)
-        pm, pa = dm / (removed(mlp) / 1e7), da / (removed(attn) / 1e7)
         verdict = "costs less" if dm > da else "costs more"
+        if removed(mlp) is None or removed(attn) is None:
+            lines.append(
+                f"- **Drop {k}:** removing {k} MLP sublayers changes nDCG@10 by {dm:+.2f} points; removing {k} "
+                f"attention sublayers by {da:+.2f}. At the same count, the MLP drop {verdict} quality than the "
+                "attention drop (per parameter: run scripts/study_speed.py)."
+            )
+            continue
+        pm, pa = dm / (removed(mlp) / 1e7), da / (removed(attn) / 1e7)
         lines.append(
             f"- **Drop {k}:** removing {k} MLP sublayers changes nDCG@10 by {dm:+.2f} points "
             f"({removed(mlp) / 1e6:.1f}M parameters removed, {pm:+.2f} points per 10M); removing {k} attention "
@@ -226,13 +315,13 @@ def _findings(rows, second) -> list[str]:
             f"At the same count, the MLP drop {verdict} quality than the attention drop"
             + (
                 f"; per parameter removed it is {'cheaper' if pm > pa else 'dearer'} by a factor of "
-                f"{max(abs(pa), 1e-9) / max(abs(pm), 1e-9):.1f}."
+                f"{max(abs(pa), abs(pm)) / max(min(abs(pa), abs(pm)), 1e-9):.1f}."
                 if pm < 0 and pa < 0
                 else "."
             )
         )
     if second:
-        got = {v: second["ndcg"].get(_key(by[v]["entry"])) for v in by}
+        got = {v: second["ndcg"].get(v) for v in by}
         if got.get("ref") is not None:
             parts = [
                 f"{by[v]['label']} {100 * (got[v] - got['ref']):+.2f}"
@@ -243,17 +332,56 @@ def _findings(rows, second) -> list[str]:
                 f"- **Zero-shot on {second['task']}** (points of nDCG@10 against the reference's "
                 f"{got['ref']:.4f}): " + "; ".join(parts) + "."
             )
-    half = [v for v in ("mlp50", "width-oneshot", "width-learned") if v in by]
+    half = [v for v in ("mlp50", "width-oneshot", "width-learned", *SECOND_PROTOCOL) if v in by]
     if half:
-        parts = [f"{by[v]['label']}: {delta(v):+.2f} points at {removed(v) / 1e6:.1f}M removed" for v in half]
+        parts = [
+            f"{by[v]['label']}: {delta(v):+.2f} points"
+            + ("" if removed(v) is None else f" at {removed(v) / 1e6:.1f}M removed")
+            for v in half
+        ]
         best = max(half, key=delta)
         within = delta(best) >= -2.0
         lines.append(
             "- **About 50% of MLP parameters removed** ("
             + "; ".join(parts)
-            + f"). The best, {by[best]['label']}, is "
+            + f"). The best so far, {by[best]['label']}, is "
             + ("within" if within else "not within")
             + " 2 nDCG@10 points of the reference."
+        )
+    return lines
+
+
+def _second_protocol(rows) -> list[str]:
+    """Compress the fine-tuned reference, then fine-tune again: the score right after pruning (no retraining) and
+    after retraining, against the reference and the first protocol's model of the same size."""
+    by = {row["variant"]: row for row in rows}
+    present = [v for v in SECOND_PROTOCOL if v in by]
+    if not present or "ref" not in by:
+        return []
+    ref = _scores(by["ref"]["entry"])["ndcg_at_10"]
+    steps = by["ref"]["training"].get("steps")
+    first = {"ft-mlp50": "mlp50", "ft-width-oneshot": "width-oneshot"}
+    lines = [
+        "",
+        "## Second protocol: compress the trained retriever, then fine-tune again",
+        "",
+        f"The same compressions applied to the fine-tuned reference instead of the base model, then fine-tuned again "
+        f"with the same settings ({steps} more steps; {2 * steps} in all counting the reference's). The first column "
+        "is the pruned retriever before any retraining.",
+        "",
+        "| model | nDCG@10 right after pruning | after fine-tuning again | Δ vs ref (points) | same compression "
+        "from the base model (first protocol) |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for v in present:
+        after = _scores(by[v]["entry"])["ndcg_at_10"]
+        before = _scores(by[v]["pruned"])["ndcg_at_10"] if by[v]["pruned"] else None
+        base = by.get(first[v])
+        lines.append(
+            f"| {by[v]['label']} | {'-' if before is None else f'{before:.4f}'} | {after:.4f} | "
+            f"{100 * (after - ref):+.2f} | "
+            + (f"{_scores(base['entry'])['ndcg_at_10']:.4f} ({base['label']})" if base else "-")
+            + " |"
         )
     return lines
 
@@ -263,9 +391,9 @@ def _times(rows) -> list[str]:
     candidates = cfg.get("batch_size", 0) * (1 + cfg.get("hard_negatives", 0))
     chance = f"chance ln {candidates} = {math.log(candidates):.2f}" if candidates else "chance"
     lines = [
-        "| model | prune stage | training loop (steps) | evaluate stage | s/step | training loss: first log → mean of "
-        f"the last 3 ({chance}) |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| model | whole recipe | prune stage | training loop (steps) | evaluate stage | s/step | training loss: "
+        f"first log → mean of the last 3 ({chance}) |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         d, t = row["durations"], row["training"]
@@ -274,8 +402,8 @@ def _times(rows) -> list[str]:
         losses = t.get("losses") or []
         curve = f"{losses[0]:.2f} → {sum(losses[-3:]) / len(losses[-3:]):.2f}" if losses else "-"
         lines.append(
-            f"| {row['label']} | {_minutes(d.get('prune'))} | {_minutes(t.get('seconds'))} ({steps}) | "
-            f"{_minutes(d.get('evaluate'))} | {per} | {curve} |"
+            f"| {row['label']} | {row['time'] or '-'} | {_minutes(d.get('prune'))} | "
+            f"{_minutes(t.get('seconds'))} ({steps}) | {_minutes(d.get('evaluate'))} | {per} | {curve} |"
         )
     return lines
 
@@ -292,38 +420,42 @@ def _minutes(seconds) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f} min"
 
 
-def _plot(rows, report, path: Path) -> None:
+def _plot(rows, baselines, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 5))
-    colors = {"ref": "black", "mlp": "#DD8452", "attn": "#4C72B0", "width": "#55A868"}
-    for row in rows:
+    colors = {"ref": "black", "mlp": "#DD8452", "attn": "#4C72B0", "width": "#55A868", "ft": "#8172B3"}
+    timed = [row for row in rows if row["entry"]["efficiency"]]
+    for row in timed:
         eff, s = row["entry"]["efficiency"], _scores(row["entry"])
-        kind = next((k for k in ("mlp", "attn", "width") if row["variant"].startswith(k)), "ref")
+        kind = next((k for k in ("mlp", "attn", "width", "ft") if row["variant"].startswith(k)), "ref")
         ax.scatter(eff["tokens_per_s"], s["ndcg_at_10"], color=colors[kind], s=50, zorder=3)
         ax.annotate(
             row["label"], (eff["tokens_per_s"], s["ndcg_at_10"]), textcoords="offset points", xytext=(5, 4), fontsize=8
         )
-    for e in report["models"]:
-        if e["kind"] == "bm25" or e["name"] in ("all-MiniLM-L6-v2", "smollm2-135m"):
-            s = _scores(e)
-            ax.axhline(s["ndcg_at_10"], color="grey", linestyle="--", linewidth=0.8)
-            ax.annotate(
-                e["name"] + (" (not fine-tuned)" if e["name"] == "smollm2-135m" else ""),
-                (0.01, s["ndcg_at_10"]),
-                xycoords=("axes fraction", "data"),
-                fontsize=7,
-                color="grey",
-                textcoords="offset points",
-                xytext=(0, 2),
-            )
+    for e in baselines:
+        s = _scores(e)
+        ax.axhline(s["ndcg_at_10"], color="grey", linestyle="--", linewidth=0.8)
+        ax.annotate(
+            BASELINE_LABELS.get(e["name"], e["name"]),
+            (0.01, s["ndcg_at_10"]),
+            xycoords=("axes fraction", "data"),
+            fontsize=7,
+            color="grey",
+            textcoords="offset points",
+            xytext=(0, 2),
+        )
     sub = rows[0]["entry"]["tasks"][0].get("subsample")
     corpus = f"{sub['documents']:,}-document subsample" if sub else "full corpus"
-    eff = rows[0]["entry"]["efficiency"]
-    ax.set_xlabel(f"encoding throughput (tokens/s, same documents, {eff['dtype']}, {eff['threads']} CPU threads)")
+    eff = timed[0]["entry"]["efficiency"] if timed else None
+    ax.set_xlabel(
+        f"encoding throughput (tokens/s, same documents, {eff['dtype']}, {eff['threads']} CPU threads)"
+        if eff
+        else "encoding throughput (not measured yet: scripts/study_speed.py)"
+    )
     ax.set_ylabel(f"SciFact nDCG@10 (test, {corpus})")
     ax.set_title("SmolLM2-135M retrievers: quality against measured throughput")
     ax.grid(alpha=0.3)

@@ -559,3 +559,24 @@ def test_cached_scores_are_not_reused_across_encoding_settings(tiny_folder, tmp_
     assert len(run(8)) == 1
     assert len(run(64)) == 2  # a second cache entry, not a hit on the first
     assert len(run(8)) == 2  # the same settings again: a hit
+
+
+def test_fresh_process_peak_memory_is_its_own():
+    """The efficiency measurement's clean process reports its own peak RSS, not its parent's: Linux keeps
+    ``ru_maxrss`` across ``execve``, so a child spawned by a large evaluation used to inherit the parent's peak."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from effir_surgery._memory import process_peak_rss
+
+    ballast = bytearray(400 * 2**20)  # make this (parent) process clearly larger than the child will be
+    ballast[::4096] = b"x" * len(ballast[::4096])  # touch every page so it is resident
+    code = "import sys; sys.path.insert(0, sys.argv[1]); from effir_surgery._memory import process_peak_rss; " + (
+        "print(process_peak_rss())"
+    )
+    repo = str(Path(__file__).resolve().parents[1])
+    child = subprocess.run([sys.executable, "-c", code, repo], capture_output=True, text=True, check=True)
+    assert process_peak_rss() >= 400 * 2**20
+    assert int(child.stdout) < 200 * 2**20  # a bare interpreter: tens of MB
+    del ballast

@@ -98,6 +98,52 @@ def _gate_schedule(gates, target: int, strength: float):
     return GateSchedule()
 
 
+def trainable_tensors(model: torch.nn.Module, state_dict: dict | None = None) -> dict[str, torch.Tensor]:
+    """The trainable tensors of ``model`` by parameter name, as plain contiguous CPU tensors.
+
+    ``state_dict``, when given, is the full (gathered) state dict the trainer passes under FSDP: values are taken from
+    it, since the model's own sharded parameters hold only one process's shard. Names are the model's parameter
+    names (the same keys FSDP2 and a plain model use).
+    """
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    if state_dict is None:
+        params = dict(model.named_parameters())
+        return {n: params[n].detach().contiguous().cpu() for n in names}
+    missing = [n for n in names if n not in state_dict]
+    if missing:
+        raise EffirError(f"The gathered state dict lacks trainable parameters {missing[:3]}.")
+    return {n: state_dict[n].detach().contiguous().cpu() for n in names}
+
+
+def load_trainable(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str = "the checkpoint") -> None:
+    """Copy checkpoint tensors (full, unsharded) into ``model``'s trainable parameters, in place.
+
+    A sharded parameter (a ``DTensor``: FSDP2) receives the tensor distributed with its own mesh and placements, so
+    each process keeps exactly its shard. Refuses a checkpoint whose names do not match the trainable parameters.
+    """
+    params = dict(model.named_parameters())
+    missing = [n for n, p in params.items() if p.requires_grad and n not in state]
+    unknown = [n for n in state if n not in params]
+    if missing or unknown:
+        raise EffirError(
+            f"Checkpoint {where} does not match this run (missing {missing[:3]}, unknown {unknown[:3]}); delete the "
+            "work folder to start over."
+        )
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    with torch.no_grad():
+        for name, tensor in state.items():
+            param = params[name]
+            tensor = tensor.to(param.dtype)
+            if isinstance(param, DTensor):
+                tensor = distribute_tensor(
+                    tensor.to(param.device_mesh.device_type), param.device_mesh, param.placements
+                )
+            else:
+                tensor = tensor.to(param.device)
+            param.copy_(tensor)
+
+
 def _trainer_class():
     from sentence_transformers import SentenceTransformerTrainer
     from transformers.trainer import TRAINING_ARGS_NAME
@@ -105,7 +151,11 @@ def _trainer_class():
     class EffirTrainer(SentenceTransformerTrainer):
         """Checkpoints exactly the trainable tensors (LoRA weights, gates, or all weights for full fine-tuning) and
         restores them into the model being trained, whatever its wrappers; the trainer keeps optimizer,
-        scheduler and RNG state beside them."""
+        scheduler and RNG state beside them.
+
+        Under FSDP the trainer gathers the full state dict on every process and passes it here; only the main
+        process writes, from that dict (a sharded parameter holds only this process's shard). On resume each
+        checkpoint tensor is distributed back onto its parameter's shards."""
 
         gates: list = []
 
@@ -118,27 +168,17 @@ def _trainer_class():
         def _save(self, output_dir: str | None = None, state_dict=None) -> None:
             from safetensors.torch import save_file
 
+            if not self.args.should_save:
+                return
             output_dir = output_dir or self.args.output_dir
             os.makedirs(output_dir, exist_ok=True)
-            trainable = {n: p.detach().contiguous().cpu() for n, p in self.model.named_parameters() if p.requires_grad}
-            save_file(trainable, os.path.join(output_dir, TRAINABLE_FILE))
+            save_file(trainable_tensors(self.model, state_dict), os.path.join(output_dir, TRAINABLE_FILE))
             torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
         def _load_from_checkpoint(self, checkpoint_path: str, model=None) -> None:
             from safetensors.torch import load_file
 
-            state = load_file(os.path.join(checkpoint_path, TRAINABLE_FILE))
-            params = dict(self.model.named_parameters())
-            missing = [n for n, p in params.items() if p.requires_grad and n not in state]
-            unknown = [n for n in state if n not in params]
-            if missing or unknown:
-                raise EffirError(
-                    f"Checkpoint {checkpoint_path} does not match this run (missing {missing[:3]}, "
-                    f"unknown {unknown[:3]}); delete the work folder to start over."
-                )
-            with torch.no_grad():
-                for name, tensor in state.items():
-                    params[name].copy_(tensor)
+            load_trainable(self.model, load_file(os.path.join(checkpoint_path, TRAINABLE_FILE)), checkpoint_path)
 
     return EffirTrainer
 
@@ -267,6 +307,65 @@ def contrastive_loss(model, config: FinetuneConfig, gather: bool = False):
     )
 
 
+def _load_for_training(config: FinetuneConfig, folder: str):
+    """The input folder as a sentence-transformers model (the one encoder definition), in the working dtype."""
+    return sentence_transformer(
+        folder,
+        config.encoder(),
+        dtype=torch_dtype(config.dtype),
+        device=None if config.device == "auto" else config.device,
+    )
+
+
+def _add_trainables(model, config: FinetuneConfig, spec) -> list:
+    """Insert what the run trains into ``model`` (in place): learned-width gates and/or LoRA adapters (seeded, so
+    their initial values do not depend on what ran before in the process). Returns the gates."""
+    auto = model[0].auto_model
+    gates = insert_gates(auto, spec) if config.learn_width else []
+    if config.lora:
+        from peft import LoraConfig, get_peft_model
+        from transformers import set_seed
+
+        set_seed(config.seed)
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(spec.lora_targets),
+            task_type="FEATURE_EXTRACTION",
+        )
+        model[0].model = get_peft_model(auto, lora)
+        for gate in gates:
+            gate.neuron_gate.requires_grad_(True)
+    return gates
+
+
+def unsharded_copy(config: FinetuneConfig, folder: str, spec, full_state: dict):
+    """A plain (unsharded) copy of the trained model, built as for training and loaded with ``full_state``, the full
+    state dict gathered from the sharded model (FSDP). Returns ``(model, gates)``."""
+    model = _load_for_training(config, folder)
+    gates = _add_trainables(model, config, spec)
+    missing, unexpected = model.load_state_dict(full_state, strict=False)
+    if missing or unexpected:
+        raise EffirError(
+            f"The gathered weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
+        )
+    return model, gates
+
+
+def _check_fsdp_settings() -> None:
+    """Under ``accelerate launch`` with FSDP, checkpoints must hold full tensors (``FULL_STATE_DICT``): a sharded
+    state dict would leave nothing this trainer can resume from or merge."""
+    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
+        return
+    kind = os.environ.get("FSDP_STATE_DICT_TYPE", "SHARDED_STATE_DICT")
+    if kind != "FULL_STATE_DICT":
+        raise EffirError(
+            f"FSDP with fsdp_state_dict_type {kind}: set fsdp_state_dict_type: FULL_STATE_DICT in the accelerate "
+            "config (as recipes/accelerate/fsdp.yaml does); checkpoints and the final merge need the full tensors."
+        )
+
+
 def finetune(config: FinetuneConfig) -> FinetuneResult:
     """Fine-tune ``config.model`` as a retriever on ``config.train`` and save it to ``config.output``."""
     from accelerate import PartialState
@@ -279,6 +378,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     out = Path(config.output)
     check_output(out, config.overwrite)
     data = read_train_data(config.train, config.train_split)  # bad data fails before any model is loaded
+    _check_fsdp_settings()
     source = resolve_source(config.model, config.revision)
     model_config = load_config(source)
     spec = resolve_spec(model_config)
@@ -292,33 +392,11 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     use_bf16 = (
         config.bf16 if config.bf16 is not None else bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
     )
-    model = sentence_transformer(
-        folder,
-        config.encoder(),
-        dtype=torch_dtype(config.dtype),
-        device=None if config.device == "auto" else config.device,
-    )
+    model = _load_for_training(config, folder)
     if rows is None:
         with state.main_process_first():
             rows = _rows(config, data, work, model)
-    auto = model[0].auto_model
-    gates = insert_gates(auto, spec) if config.learn_width else []
-    if config.lora:
-        from peft import LoraConfig, get_peft_model
-        from transformers import set_seed
-
-        set_seed(config.seed)  # the adapters' initial values depend on the seed, not on what ran before in-process
-
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(spec.lora_targets),
-            task_type="FEATURE_EXTRACTION",
-        )
-        model[0].model = get_peft_model(auto, lora)
-        for gate in gates:
-            gate.neuron_gate.requires_grad_(True)
+    gates = _add_trainables(model, config, spec)
     loss = contrastive_loss(model, config, gather=state.num_processes > 1)
     args = SentenceTransformerTrainingArguments(
         output_dir=str(work / "checkpoints"),
@@ -373,8 +451,13 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
         open_gates=[float(h["open_gates"]) for h in trainer.state.log_history if "open_gates" in h],
         processes=state.num_processes,
     )
+    # Under FSDP every process takes part in gathering the full weights; the main process then continues with an
+    # unsharded copy (merging, folding and saving need whole tensors).
+    full_state = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
     if not state.is_main_process:
         return result
+    if full_state is not None:
+        model, gates = unsharded_copy(config, folder, spec, full_state)
 
     trained = model[0].model.merge_and_unload() if config.lora else model[0].auto_model
     if gates:
