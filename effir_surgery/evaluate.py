@@ -363,7 +363,7 @@ def evaluate(config: EvalConfig) -> EvalResults:
                 spec, speed_texts, config.batch_size, config.dtype, device, config.max_length
             )
         entries.append(entry)
-    _add_ratios(entries)
+    add_ratios(entries)
     results = EvalResults(
         created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         command=invocation(),
@@ -418,17 +418,22 @@ def _settings_key(spec, config: EvalConfig) -> str:
 
 def _speed_texts(local: dict, config: EvalConfig) -> list[str]:
     """The documents every model is timed on: a seeded sample of the first local task's corpus."""
-    from .beir import document_text
-
     if not local:
         return []
-    data = next(iter(local.values()))[0]
-    ids = sorted(data.corpus)
-    picked = random.Random(config.seed).sample(ids, min(config.speed_docs, len(ids)))
-    return [document_text(data.corpus[i]) for i in picked]
+    return speed_sample(next(iter(local.values()))[0].corpus, config.speed_docs, config.seed)
 
 
-def _add_ratios(entries: list[dict]) -> None:
+def speed_sample(corpus: dict, n: int, seed: int) -> list[str]:
+    """``n`` documents of a BEIR ``corpus`` (id -> document) drawn with ``seed``, as texts: the sample an
+    evaluation times every model on."""
+    from .beir import document_text
+
+    ids = sorted(corpus)
+    picked = random.Random(seed).sample(ids, min(n, len(ids)))
+    return [document_text(corpus[i]) for i in picked]
+
+
+def add_ratios(entries: list[dict]) -> None:
     """Speed-up and FLOP ratio of every dense model against the first dense model (the reference)."""
     dense = [e for e in entries if e["efficiency"]]
     if not dense:

@@ -61,7 +61,8 @@ def main() -> None:
     parser.add_argument("--out", default="docs")
     args = parser.parse_args()
     study, out = Path(args.study), Path(args.out)
-    speed = (load(study / "speed.json") or {}).get("models", {})
+    timing = load(study / "speed.json")
+    speed = (timing or {}).get("models", {})
     rows = _rows(study, speed)
     if not rows or rows[0]["variant"] != "ref":
         raise SystemExit(f"the reference is not in {study}/ref: run bash scripts/run_study.sh ref")
@@ -71,7 +72,7 @@ def main() -> None:
     kept = ""
     if page.is_file() and DISCUSSION in page.read_text():
         kept = page.read_text().split(DISCUSSION, 1)[1]
-    lines = _page(rows, baselines, study, second, load(study / "speed.json"))
+    lines = _page(rows, baselines, study, second, timing)
     page.write_text("\n".join(lines) + "\n\n" + DISCUSSION + (kept or "\n\n(to be written)\n"))
     if any(row["entry"]["efficiency"] for row in rows):
         _plot(rows, baselines, out / "results.png")
@@ -131,12 +132,7 @@ def _baselines(results, speed: dict) -> list[dict]:
         return []
     out = []
     for entry in results["models"]:
-        name = (
-            "smollm2-135m"
-            if entry.get("path") and entry["kind"] == "dense" and entry["name"] == "smollm2-135m"
-            else entry["name"]
-        )
-        out.append({**entry, "name": name, "efficiency": speed.get(name)})
+        out.append({**entry, "efficiency": speed.get(entry["name"])})
     return out
 
 

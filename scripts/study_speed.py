@@ -19,11 +19,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import random
 from pathlib import Path
 
 from effir_surgery.arch import shape_from_config
-from effir_surgery.beir import document_text, load_beir
+from effir_surgery.beir import load_beir
+from effir_surgery.evaluate import add_ratios, speed_sample
 from effir_surgery.load import load_config, load_model, resolve_source
 from effir_surgery.plan import SurgeryPlan
 from effir_surgery.retrievers import measure_in_fresh_process, resolve_retriever
@@ -67,14 +67,6 @@ def build(variant: str, config: dict, work: Path) -> Path:
     return out
 
 
-def speed_texts(data_dir: Path) -> list[str]:
-    """The documents every model is timed on: the seeded sample ``effir-surgery evaluate`` times."""
-    corpus = load_beir(data_dir, "test").corpus
-    ids = sorted(corpus)
-    picked = random.Random(SETTINGS["seed"]).sample(ids, min(SETTINGS["texts"], len(ids)))
-    return [document_text(corpus[i]) for i in picked]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--study", default="docs/study")
@@ -82,12 +74,11 @@ def main() -> None:
     parser.add_argument("--work", default="runs/study/speed")
     args = parser.parse_args()
     study, work = Path(args.study), Path(args.work)
-    if not (Path(args.data) / "corpus.jsonl").is_file():
-        raise SystemExit(f"{args.data} has no corpus.jsonl: point --data at the BEIR SciFact folder")
-    variants = sorted(p.parent.name for p in study.glob("*/finetuned/config.json"))
+    variants = sorted(p.parent.parent.name for p in study.glob("*/finetuned/config.json"))
     if not variants:
         raise SystemExit(f"{study} holds no archived variant (scripts/study_archive.py)")
-    texts = speed_texts(Path(args.data))
+    # the documents `effir-surgery evaluate` times (same sample); a bad --data folder fails here, before any model
+    texts = speed_sample(load_beir(Path(args.data), "test").corpus, SETTINGS["texts"], SETTINGS["seed"])
     models = {"smollm2-135m": resolve_retriever(SOURCE)}
     for variant in variants:
         config = json.loads((study / variant / "finetuned" / "config.json").read_text())
@@ -99,10 +90,8 @@ def main() -> None:
         entries[name] = measure_in_fresh_process(
             spec, texts, SETTINGS["batch_size"], SETTINGS["dtype"], "cpu", SETTINGS["max_length"]
         )
+    add_ratios([{"efficiency": eff} for eff in entries.values()])  # against the first: the unpruned source
     ref = entries[SOURCE]
-    for eff in entries.values():
-        eff["speedup"] = eff["tokens_per_s"] / ref["tokens_per_s"]
-        eff["flop_ratio"] = ref["flops_per_token"] / eff["flops_per_token"]
     result = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": invocation(),
