@@ -29,6 +29,7 @@ VARIANTS = [
     "width-learned",
     "ft-mlp50",
     "ft-width-oneshot",
+    "mlp50-long",
 ]
 LABELS = {
     "ref": "full model (reference)",
@@ -40,6 +41,7 @@ LABELS = {
     "width-learned": "drop 8 MLP + learned width",
     "ft-mlp50": "reference → drop 15 MLP → fine-tuned again",
     "ft-width-oneshot": "reference → drop 8 MLP + one-shot width → fine-tuned again",
+    "mlp50-long": "drop 15 MLP, trained twice as long",
 }
 # Second protocol: these start from the fine-tuned reference, so their training is the reference's plus their own.
 SECOND_PROTOCOL = ("ft-mlp50", "ft-width-oneshot")
@@ -328,7 +330,7 @@ def _findings(rows, second) -> list[str]:
                 f"- **Zero-shot on {second['task']}** (points of nDCG@10 against the reference's "
                 f"{got['ref']:.4f}): " + "; ".join(parts) + "."
             )
-    half = [v for v in ("mlp50", "width-oneshot", "width-learned", *SECOND_PROTOCOL) if v in by]
+    half = [v for v in ("mlp50", "width-oneshot", "width-learned", *SECOND_PROTOCOL, "mlp50-long") if v in by]
     if half:
         parts = [
             f"{by[v]['label']}: {delta(v):+.2f} points"
