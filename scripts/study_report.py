@@ -306,16 +306,26 @@ def _findings(rows, second) -> list[str]:
             )
             continue
         pm, pa = dm / (removed(mlp) / 1e7), da / (removed(attn) / 1e7)
+        if pm < 0 and pa < 0:  # both cost quality: how many times dearer one is per parameter
+            ratio = max(abs(pa), abs(pm)) / max(min(abs(pa), abs(pm)), 1e-9)
+            per = f"{'cheaper' if pm > pa else 'dearer'} by a factor of {ratio:.1f}"
+        else:  # a drop that costs nothing has no meaningful ratio
+            per = "cheaper" if pm > pa else "dearer"
+        holds = dm > da and pm > pa
         lines.append(
             f"- **Drop {k}:** removing {k} MLP sublayers changes nDCG@10 by {dm:+.2f} points "
             f"({removed(mlp) / 1e6:.1f}M parameters removed, {pm:+.2f} points per 10M); removing {k} attention "
             f"sublayers changes it by {da:+.2f} points ({removed(attn) / 1e6:.1f}M removed, {pa:+.2f} per 10M). "
-            f"At the same count, the MLP drop {verdict} quality than the attention drop"
+            f"At the same count, the MLP drop {verdict} quality than the attention drop; per parameter removed it "
+            f"is {per}. "
             + (
-                f"; per parameter removed it is {'cheaper' if pm > pa else 'dearer'} by a factor of "
-                f"{max(abs(pa), abs(pm)) / max(min(abs(pa), abs(pm)), 1e-9):.1f}."
-                if pm < 0 and pa < 0
-                else "."
+                "The paper's finding holds at this count."
+                if holds
+                else "The paper's finding does not hold at this count."
+                if dm < da and pm < pa
+                else "The paper's finding holds by count but not per parameter."
+                if dm > da
+                else "The paper's finding holds per parameter but not by count."
             )
         )
     if second:

@@ -190,8 +190,43 @@ def test_report_from_kept_results(tmp_path, monkeypatch):
     assert " | 0.3000 | -30.00 | " in rows["drop 15 attention"]
     assert " | 5.0M | -60.00 | " in rows["drop 15 attention"]
     assert "the MLP drop costs less quality than the attention drop; per parameter removed it is cheaper" in page
+    assert "The paper's finding holds at this count." in page
     # second protocol: the pruned retriever's score before retraining comes from the same run's results
     assert "| 0.2000 | 0.5000 | -10.00 | 0.4500 (drop 15 MLP) |" in page
     # variants not run yet are named, with their recipes
     assert "drop 8 attention (`recipes/study/attn25.yaml`)" in page
     assert (out / "results.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize(
+    ("mlp", "attn", "verdict"),
+    [
+        (0.45, 0.30, "The paper's finding holds at this count."),
+        (0.10, 0.61, "The paper's finding does not hold at this count."),  # what SmolLM2 gave at 15
+        # by count the MLP drop is worse, but it removed 4x the parameters: per parameter it is cheaper
+        (0.40, 0.50, "The paper's finding holds per parameter but not by count."),
+    ],
+)
+def test_finding_verdict_follows_the_numbers(mlp, attn, verdict):
+    """The sentence answering the issue's question follows the signs and sizes of both costs, including a drop
+    that costs nothing (no ratio of costs is printed for it)."""
+    findings = script("study_report")._findings
+
+    def row(variant, ndcg, params, dropped_mlp=0, dropped_attention=0):
+        entry = {"tasks": [{"scores": {"ndcg_at_10": ndcg}}], "efficiency": {"params_total": params}}
+        return {
+            "variant": variant,
+            "label": variant,
+            "entry": entry,
+            "dropped_mlp": dropped_mlp,
+            "dropped_attention": dropped_attention,
+        }
+
+    rows = [
+        row("ref", 0.60, 100e6),
+        row("mlp50", mlp, 80e6, dropped_mlp=15),
+        row("attn50", attn, 95e6, dropped_attention=15),
+    ]
+    text = "\n".join(findings(rows, {}))
+    assert verdict in text
+    assert ("by a factor of" in text) == (mlp < 0.60 and attn < 0.60)
