@@ -51,6 +51,13 @@ BASELINE_LABELS = {
     "all-MiniLM-L6-v2": "all-MiniLM-L6-v2",
 }
 DISCUSSION = "## Discussion"
+# The paper's claim at one count, keyed by (MLP drop costs less than attention drop, ... per parameter removed).
+FINDING = {
+    (True, True): "The paper's finding holds at this count.",
+    (False, False): "The paper's finding does not hold at this count.",
+    (True, False): "The paper's finding holds by count but not per parameter.",
+    (False, True): "The paper's finding holds per parameter but not by count.",
+}
 
 
 def load(path: Path):
@@ -311,22 +318,12 @@ def _findings(rows, second) -> list[str]:
             per = f"{'cheaper' if pm > pa else 'dearer'} by a factor of {ratio:.1f}"
         else:  # a drop that costs nothing has no meaningful ratio
             per = "cheaper" if pm > pa else "dearer"
-        holds = dm > da and pm > pa
         lines.append(
             f"- **Drop {k}:** removing {k} MLP sublayers changes nDCG@10 by {dm:+.2f} points "
             f"({removed(mlp) / 1e6:.1f}M parameters removed, {pm:+.2f} points per 10M); removing {k} attention "
             f"sublayers changes it by {da:+.2f} points ({removed(attn) / 1e6:.1f}M removed, {pa:+.2f} per 10M). "
             f"At the same count, the MLP drop {verdict} quality than the attention drop; per parameter removed it "
-            f"is {per}. "
-            + (
-                "The paper's finding holds at this count."
-                if holds
-                else "The paper's finding does not hold at this count."
-                if dm < da and pm < pa
-                else "The paper's finding holds by count but not per parameter."
-                if dm > da
-                else "The paper's finding holds per parameter but not by count."
-            )
+            f"is {per}. " + FINDING[(dm > da, pm > pa)]
         )
     if second:
         got = {v: second["ndcg"].get(v) for v in by}
