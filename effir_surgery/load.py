@@ -65,7 +65,19 @@ def smollm2_gguf() -> Path:
 
 
 def resolve_source(model: str, revision: str | None = None) -> ModelSource:
-    """Decide what kind of source ``model`` names. Raises ``EffirError`` for a path that does not exist."""
+    """Decide what kind of source ``model`` names. Raises ``EffirError`` for a path that does not exist, and for a
+    ``revision`` given with a local source (it pins Hub repo ids only; ignoring it would record a version that was
+    never loaded)."""
+    source = _resolve_source(model, revision)
+    if revision is not None and source.kind != "hub":
+        raise EffirError(
+            f"--revision {revision!r} pins a Hub repo id, but '{model}' is a local {source.kind}: "
+            "drop --revision, or pass the repo id."
+        )
+    return source
+
+
+def _resolve_source(model: str, revision: str | None) -> ModelSource:
     if model == SMOLLM2_ALIAS:
         gguf = smollm2_gguf()
         return ModelSource(model, "gguf", str(gguf.parent), gguf.name, None, ALIAS_BASE_MODELS[model])
@@ -152,10 +164,21 @@ def cache_dir() -> Path:
 
 
 def _gguf_cache_folder(source: ModelSource) -> Path:
+    """The cached HF folder of a GGUF file. The key names the file (path, size, mtime) and what converts it: the
+    dequantization is transformers' and gguf's, so upgrading either converts again instead of reusing a folder
+    another version wrote."""
+    import importlib.metadata
+
     gguf = Path(source.path) / source.gguf_file
     stat = gguf.stat()
-    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
-    return cache_dir() / "gguf" / f"{gguf.stem}-{key}"
+    converter = []
+    for pkg in ("transformers", "gguf"):
+        try:
+            converter.append(f"{pkg}={importlib.metadata.version(pkg)}")
+        except importlib.metadata.PackageNotFoundError:  # reading the file then says how to install it
+            converter.append(f"{pkg}=none")
+    key = "|".join([str(gguf.resolve()), str(stat.st_size), str(stat.st_mtime_ns), *converter])
+    return cache_dir() / "gguf" / f"{gguf.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
 def local_folder(source: ModelSource) -> str:

@@ -188,7 +188,8 @@ def _page(rows, baselines, study, second, speed) -> list[str]:
         "",
         "One variant costs half an hour to an hour on the 2-core CPUs used here (wall times below), so the study is "
         "collected over several sessions: `scripts/run_study.sh` keeps each finished variant in `docs/study/VARIANT/` "
-        "and skips it later.",
+        "and skips it later. `bash scripts/run_study.sh VARIANT@SEED` repeats a variant with another fine-tuning "
+        "seed.",
         "",
         "## Setup",
         "",
@@ -234,6 +235,7 @@ def _page(rows, baselines, study, second, speed) -> list[str]:
         "Not yet: the answer needs a pair of the same count, `mlp25` with `attn25` or `mlp50` with `attn50`."
     ]
     lines += _second_protocol(rows)
+    lines += _spread(rows, _seeds(study, rows))
     lines += ["", "## Wall times", ""]
     lines += _times(rows)
     return lines
@@ -387,6 +389,73 @@ def _second_protocol(rows) -> list[str]:
             f"{100 * (after - ref):+.2f} | "
             + (f"{_scores(base['entry'])['ndcg_at_10']:.4f} ({base['label']})" if base else "-")
             + " |"
+        )
+    return lines
+
+
+def _seeds(study: Path, rows) -> dict[str, dict]:
+    """nDCG@10 by fine-tuning seed for each variant that was repeated: its kept run (the recipe's own seed) and every
+    ``docs/study/VARIANT@SEED`` (``bash scripts/run_study.sh VARIANT@SEED``). Variants run once are left out."""
+    out = {}
+    for row in rows:
+        runs = {row["training"].get("config", {}).get("seed", "recipe"): _scores(row["entry"])["ndcg_at_10"]}
+        for folder in sorted(study.glob(f"{row['variant']}@*")):
+            results = load(folder / "eval" / "results.json")
+            entry = _entry(results, "finetuned") if results else None
+            if entry is not None:
+                runs[folder.name.split("@", 1)[1]] = _scores(entry)["ndcg_at_10"]
+        if len(runs) > 1:
+            out[row["variant"]] = runs
+    return out
+
+
+def _spread(rows, seeds: dict[str, dict]) -> list[str]:
+    """The run-to-run spread: each repeated variant's scores by seed, mean and range, and the same-count MLP against
+    attention contrast on the means, set against that range (the table above shows one run per variant)."""
+    if not seeds:
+        return []
+    by = {row["variant"]: row for row in rows}
+    ref = by["ref"]
+    ref_scores = seeds.get("ref") or {"recipe": _scores(ref["entry"])["ndcg_at_10"]}
+    ref_mean = sum(ref_scores.values()) / len(ref_scores)
+
+    def mean(v):
+        return sum(seeds[v].values()) / len(seeds[v])
+
+    def spread(v):
+        return 100 * (max(seeds[v].values()) - min(seeds[v].values()))
+
+    lines = [
+        "",
+        "## Run-to-run spread (fine-tuning seed)",
+        "",
+        "The table above shows one run per variant, with the recipe's seed. These variants were also fine-tuned "
+        "with other seeds (`bash scripts/run_study.sh VARIANT@SEED`, kept in `docs/study/VARIANT@SEED/`); the seed "
+        "draws the BM25 hard negatives and orders the training batches, and nothing else changes. Δ is against "
+        + ("the reference's mean over its seeds." if "ref" in seeds else "the reference's single run."),
+        "",
+        "| model | seeds | nDCG@10 by seed | mean | range (points) | Δ mean vs ref (points) |",
+        "|---|---:|---|---:|---:|---:|",
+    ]
+    for v, runs in seeds.items():
+        cells = ", ".join(f"{seed}: {value:.4f}" for seed, value in runs.items())
+        delta = "-" if v == "ref" else f"{100 * (mean(v) - ref_mean):+.2f}"
+        lines.append(f"| {by[v]['label']} | {len(runs)} | {cells} | {mean(v):.4f} | {spread(v):.2f} | {delta} |")
+    for mlp, attn in (("mlp25", "attn25"), ("mlp50", "attn50")):
+        if mlp not in seeds or attn not in seeds:
+            continue
+        k = by[mlp]["dropped_mlp"]
+        dm, da = 100 * (mean(mlp) - ref_mean), 100 * (mean(attn) - ref_mean)
+        widest = max(spread(mlp), spread(attn))
+        lines.append("")
+        lines.append(
+            f"- **Drop {k}, mean over seeds:** MLP {dm:+.2f} points, attention {da:+.2f}: the MLP drop "
+            f"{'costs less' if dm > da else 'costs more'} by {abs(dm - da):.2f} points, "
+            + (
+                f"more than the widest seed range of the two ({widest:.2f}), so these runs order them."
+                if abs(dm - da) > widest
+                else f"within the widest seed range of the two ({widest:.2f}): these runs do not order them."
+            )
         )
     return lines
 

@@ -74,7 +74,10 @@ def main() -> None:
     parser.add_argument("--work", default="runs/study/speed")
     args = parser.parse_args()
     study, work = Path(args.study), Path(args.work)
-    variants = sorted(p.parent.parent.name for p in study.glob("*/finetuned/config.json"))
+    # a seed repeat (VARIANT@SEED, scripts/run_study.sh) has its variant's architecture, so it is timed once
+    variants = sorted(
+        p.parent.parent.name for p in study.glob("*/finetuned/config.json") if "@" not in p.parent.parent.name
+    )
     if not variants:
         raise SystemExit(f"{study} holds no archived variant (scripts/study_archive.py)")
     # the documents `effir-surgery evaluate` times (same sample); a bad --data folder fails here, before any model

@@ -107,6 +107,7 @@ def _assert_refused(result, message, out):
         (["--drop-attention-layers", "4"], "layer 4 is out of range"),
         (["--mlp-width", "0"], "--mlp-width: must be in (0, 1]"),
         (["--calib", "/nonexistent/calib.jsonl", "--mlp-drop", "0.5"], "neither a BEIR folder"),
+        (["--revision", "v1", "--mlp-drop", "0.5"], "pins a Hub repo id, but"),
     ],
 )
 def test_bad_options_are_refused(source, tmp_path, flags, message):
@@ -364,3 +365,21 @@ def test_analyze_refuses_bad_probe_folder(source, tmp_path):
     (tmp_path / "notbeir").mkdir()
     result = run("analyze", source, "-o", tmp_path / "a", "--probe", tmp_path / "notbeir")
     assert result.exit_code == 2 and "qrels/train.tsv" in result.output
+
+
+def test_gguf_cache_is_keyed_by_the_converting_versions(tmp_path, monkeypatch):
+    """A GGUF file converted by one transformers (or gguf) version is not reused by another: the folder differs."""
+    import importlib.metadata
+
+    from effir_surgery.load import _gguf_cache_folder, resolve_source
+
+    monkeypatch.setenv("EFFIR_SURGERY_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "x.gguf"
+    gguf.write_bytes(b"GGUF")
+    source = resolve_source(str(gguf))
+    before = _gguf_cache_folder(source)
+    assert before == _gguf_cache_folder(source)  # stable while nothing changes
+    real = importlib.metadata.version
+    monkeypatch.setattr(importlib.metadata, "version", lambda pkg: "0.0.1" if pkg == "transformers" else real(pkg))
+    after = _gguf_cache_folder(source)
+    assert after != before and after.parent == before.parent == tmp_path / "cache" / "gguf"

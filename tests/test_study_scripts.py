@@ -230,3 +230,37 @@ def test_finding_verdict_follows_the_numbers(mlp, attn, verdict):
     text = "\n".join(findings(rows, {}))
     assert verdict in text
     assert ("by a factor of" in text) == (mlp < 0.60 and attn < 0.60)
+
+
+def test_seed_repeats_give_the_spread_and_decide_the_contrast_on_means():
+    """Repeats of a variant with other seeds (kept as VARIANT@SEED) are shown by seed with mean and range, and the
+    same-count contrast on the means is called ordered only when it exceeds the seed range of both variants."""
+    report = script("study_report")
+
+    def row(variant, ndcg, dropped_mlp=0):
+        entry = {"tasks": [{"scores": {"ndcg_at_10": ndcg}}], "efficiency": None}
+        training = {"config": {"seed": 42}}
+        return {"variant": variant, "label": variant, "entry": entry, "dropped_mlp": dropped_mlp, "training": training}
+
+    rows = [row("ref", 0.60), row("mlp50", 0.40, dropped_mlp=15), row("attn50", 0.50)]
+    seeds = {"ref": {42: 0.60, "1": 0.62}, "mlp50": {42: 0.40, "1": 0.44}, "attn50": {42: 0.50, "1": 0.54}}
+    text = "\n".join(report._spread(rows, seeds))
+    # means 0.61, 0.42, 0.52; ranges 2, 4, 4 points
+    assert "| mlp50 | 2 | 42: 0.4000, 1: 0.4400 | 0.4200 | 4.00 | -19.00 |" in text
+    assert "MLP -19.00 points, attention -9.00: the MLP drop costs more by 10.00 points, more than" in text
+    # the same means with a seed range wider than their difference are not ordered
+    seeds["attn50"] = {42: 0.40, "1": 0.64}
+    text = "\n".join(report._spread(rows, seeds))
+    assert "within the widest seed range of the two (24.00): these runs do not order them." in text
+    assert report._spread(rows, {}) == []  # nothing repeated: no section
+
+
+def test_seeds_are_read_from_kept_repeat_folders(tmp_path):
+    archive, report = script("study_archive").archive, script("study_report")
+    runs, kept = tmp_path / "runs", tmp_path / "kept"
+    for variant, ndcg in (("mlp50", 0.45), ("mlp50@7", 0.41), ("attn50", 0.30)):
+        fake_run(runs, variant, ndcg, [64, 0, 64, 0])
+        archive(variant, runs, kept)
+    rows = [r for r in report._rows(kept, {}) if r["variant"] in ("mlp50", "attn50")]
+    assert [r["variant"] for r in rows] == ["mlp50", "attn50"]  # a repeat is not a row of its own
+    assert report._seeds(kept, rows) == {"mlp50": {"recipe": 0.45, "7": 0.41}}
