@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import uuid
 from pathlib import Path
 
@@ -60,12 +61,47 @@ def _remove_tree(path: Path) -> None:
             return
 
 
+def _sibling(out: Path, kind: str) -> Path:
+    """A hidden sibling of ``out`` named for this host and process (``.NAME.KIND-HOST-PID-RANDOM``), so a later save
+    can tell a folder left by a killed process from one another process is still writing."""
+    host = socket.gethostname().replace("-", "_") or "host"
+    return out.parent / f".{out.name}.{kind}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _owner_is_dead(folder: Path, kind: str, name: str) -> bool:
+    """Whether ``folder`` (named by ``_sibling``) was left by a process of this host that no longer runs."""
+    parts = folder.name[len(f".{name}.{kind}-") :].split("-")
+    if len(parts) != 3 or parts[0] != (socket.gethostname().replace("-", "_") or "host") or not parts[1].isdigit():
+        return False  # another host's, or an older naming: its owner cannot be checked
+    try:
+        os.kill(int(parts[1]), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # alive, another user's
+        return False
+    return False
+
+
+def remove_stale_siblings(out: Path) -> list[Path]:
+    """Delete the temporary siblings of ``out`` that a killed process left (SIGKILL or a power cut skip every
+    cleanup); folders of live processes and of other hosts are kept. Returns what was removed."""
+    removed = []
+    for kind in ("tmp", "old"):
+        for folder in out.parent.glob(f".{out.name}.{kind}-*"):
+            if folder.is_dir() and _owner_is_dead(folder, kind, out.name):
+                _remove_tree(folder)
+                removed.append(folder)
+    if removed:
+        info(f"Removed {len(removed)} temporary folder(s) a killed run left beside {out}.")
+    return removed
+
+
 def _move_into_place(tmp: Path, out: Path) -> None:
     """Rename ``tmp`` to ``out``; an existing ``out`` is swapped out first and put back if the rename fails."""
     if not out.exists():
         os.replace(tmp, out)
         return
-    old = out.parent / f".{out.name}.old-{uuid.uuid4().hex[:8]}"
+    old = _sibling(out, "old")
     try:
         os.replace(out, old)
         os.replace(tmp, out)
@@ -81,11 +117,12 @@ def atomic_folder(out: str | Path, overwrite: bool = False):
     """Yield a temporary sibling folder; on success it replaces ``out``, on any error it is deleted.
 
     That includes Ctrl-C and SIGTERM (the CLI turns SIGTERM into ``KeyboardInterrupt``): no ``.NAME.tmp-*``
-    folder is left behind. Only SIGKILL or a power cut can leave one.
+    folder is left behind. Only SIGKILL or a power cut can leave one; the next save to ``out`` removes it.
     """
     out = check_output(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{uuid.uuid4().hex[:8]}"
+    remove_stale_siblings(out)
+    tmp = _sibling(out, "tmp")
     try:
         tmp.mkdir()
         yield tmp

@@ -203,6 +203,41 @@ def test_interrupted_save_leaves_no_temp_folder_and_keeps_the_old_output(tmp_pat
     assert_untouched()
 
 
+def test_next_save_removes_what_a_killed_save_left(tmp_path):
+    """SIGKILL skips every cleanup, so the temporary folder stays; the next save to the same output removes it, and
+    keeps the temporary folders of processes that are still running and of other hosts."""
+    import signal
+    import subprocess
+
+    from effir_surgery import save
+
+    out = tmp_path / "out"
+    writer = (
+        "import sys, time\n"
+        "from effir_surgery.save import atomic_folder\n"
+        "with atomic_folder(sys.argv[1]) as tmp:\n"
+        "    (tmp / 'model.safetensors').write_text('half written')\n"
+        "    print('writing', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", writer, str(out)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "writing"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    (left,) = tmp_path.glob(".out.tmp-*")
+    assert (left / "model.safetensors").is_file()
+    running = save._sibling(out, "tmp")  # this process's: still running
+    running.mkdir()
+    elsewhere = tmp_path / f".out.tmp-otherhost-{proc.pid}-0123abcd"  # the dead pid, but on another machine
+    elsewhere.mkdir()
+
+    with save.atomic_folder(out) as tmp:
+        (tmp / "model.safetensors").write_text("complete")
+    assert not left.exists()
+    assert running.is_dir() and elsewhere.is_dir()
+    assert (out / "model.safetensors").read_text() == "complete"
+
+
 def test_no_temp_folder_left_behind(tiny_model, tokenizer, tmp_path):
     _prune_and_save(tiny_model, tokenizer, tmp_path / "pruned", drop_mlp_layers=[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned"]
