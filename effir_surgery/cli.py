@@ -333,6 +333,15 @@ def analyze(model, **flags):
     ),
 )
 @click.option("--gate-learning-rate", type=float, default=None, help="Learning rate of the gates (default 0.02).")
+@click.option(
+    "--gate-score",
+    type=click.Choice(["value", "taylor"]),
+    default=None,
+    help=(
+        "Which gates the schedule closes: the smallest gate values (default), or the smallest accumulated "
+        "(z * dL/dz)^2, the first-order loss change of closing each gate ('taylor')."
+    ),
+)
 @click.option("--width-multiple", type=int, default=None, help="Round learned widths up to this multiple (default 8).")
 @load_options
 @click.option(

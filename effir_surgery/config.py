@@ -317,6 +317,8 @@ class FinetuneSettings(EncoderConfig):
     # closed (set to 0) only by the schedule, smallest first
     gate_penalty: float = Field(1.0, ge=0)
     gate_learning_rate: float = Field(0.02, gt=0)
+    # which gates the schedule closes: the smallest values, or the smallest accumulated (z * dL/dz)^2 ("taylor")
+    gate_score: Literal["value", "taylor"] = "value"
     width_multiple: int = Field(8, ge=1)
 
     @field_validator("mlp_width")

@@ -27,6 +27,7 @@ VARIANTS = [
     "attn50",
     "width-oneshot",
     "width-learned",
+    "width-learned-taylor",
     "ft-mlp50",
     "ft-width-oneshot",
     "mlp50-long",
@@ -39,6 +40,7 @@ LABELS = {
     "attn50": "drop 15 attention",
     "width-oneshot": "drop 8 MLP + one-shot width",
     "width-learned": "drop 8 MLP + learned width",
+    "width-learned-taylor": "drop 8 MLP + learned width, Taylor gate scores",
     "ft-mlp50": "reference → drop 15 MLP → fine-tuned again",
     "ft-width-oneshot": "reference → drop 8 MLP + one-shot width → fine-tuned again",
     "mlp50-long": "drop 15 MLP, trained twice as long",
@@ -332,14 +334,26 @@ def _findings(rows, second) -> list[str]:
         if got.get("ref") is not None:
             parts = [
                 f"{by[v]['label']} {100 * (got[v] - got['ref']):+.2f}"
-                for v in ("mlp25", "attn25", "mlp50", "attn50", "width-oneshot", "width-learned")
+                for v in (
+                    "mlp25",
+                    "attn25",
+                    "mlp50",
+                    "attn50",
+                    "width-oneshot",
+                    "width-learned",
+                    "width-learned-taylor",
+                )
                 if got.get(v) is not None
             ]
             lines.append(
                 f"- **Zero-shot on {second['task']}** (points of nDCG@10 against the reference's "
                 f"{got['ref']:.4f}): " + "; ".join(parts) + "."
             )
-    half = [v for v in ("mlp50", "width-oneshot", "width-learned", *SECOND_PROTOCOL, "mlp50-long") if v in by]
+    half = [
+        v
+        for v in ("mlp50", "width-oneshot", "width-learned", "width-learned-taylor", *SECOND_PROTOCOL, "mlp50-long")
+        if v in by
+    ]
     if half:
         parts = [
             f"{by[v]['label']}: {delta(v):+.2f} points"

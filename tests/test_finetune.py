@@ -140,9 +140,11 @@ def test_lora_merged_model_agrees_with_sentence_transformers(source, beir, tmp_p
         assert bool((cosine > 0.9999).all()), (kind, cosine)
 
 
-def test_learned_width_slices_and_reloads(source, beir, tmp_path):
+@pytest.mark.parametrize("gate_score", ["value", "taylor"])
+def test_learned_width_slices_and_reloads(source, beir, tmp_path, gate_score):
     out = tmp_path / "width"
-    result = finetune(_config(source, beir, out, max_steps=10, learn_width=True, mlp_width=0.5, width_multiple=4))
+    settings = {"learn_width": True, "mlp_width": 0.5, "width_multiple": 4, "gate_score": gate_score}
+    result = finetune(_config(source, beir, out, max_steps=10, **settings))
     # the schedule keeps every gate open during the first 10% of steps and reaches the target at 70%
     assert result.open_gates[0] == 1.0 and result.open_gates[-1] == 0.5 and len(result.open_gates) == 10
     assert all(a >= b for a, b in zip(result.open_gates, result.open_gates[1:], strict=False))

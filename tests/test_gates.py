@@ -6,6 +6,7 @@ import torch
 from effir_surgery.arch import resolve_spec, shape_from_config
 from effir_surgery.ops.gate_mlp import (
     GatedMLP,
+    accumulate_scores,
     close_to_budget,
     fold_gates,
     insert_gates,
@@ -130,3 +131,93 @@ def test_the_trainers_gate_schedule_is_the_documented_one(strength):
     expected = (initial[kept] - strength).clamp_min(OPEN_FLOOR)
     torch.testing.assert_close(values[kept], expected, atol=1e-5, rtol=0)
     assert torch.all(values[~kept] == 0)
+
+
+def test_taylor_scores_are_the_squared_first_order_loss_change(tiny_model, input_batch):
+    """``accumulate_scores`` adds ``(z * dL/dz)^2`` per step, and closing by score keeps the gates whose removal
+    would change the loss most, whatever their values."""
+    gates = insert_gates(tiny_model, resolve_spec(tiny_model.config))
+    with torch.no_grad():
+        for g in gates:
+            g.neuron_gate.copy_(torch.linspace(0.5, 1.5, g.neuron_gate.numel()))
+    expected = [torch.zeros_like(g.neuron_gate) for g in gates]
+    for _ in range(2):  # two steps: the scores add up
+        tiny_model.zero_grad()
+        tiny_model(**input_batch, use_cache=False).logits.square().mean().backward()
+        for e, g in zip(expected, gates, strict=True):
+            e += (g.neuron_gate.detach() * g.neuron_gate.grad).square()
+        accumulate_scores(gates)
+    for e, g in zip(expected, gates, strict=True):
+        torch.testing.assert_close(g.neuron_score, e)
+    scores = torch.cat([g.neuron_score for g in gates])
+    before = torch.cat([g.neuron_gate.detach() for g in gates])
+    close_to_budget(gates, 40, by="taylor")
+    values = torch.cat([g.neuron_gate.detach() for g in gates])
+    assert int((values > 0).sum()) == 40
+    assert torch.equal(values > 0, scores >= scores.topk(40).values.min())
+    # the value ranking would have kept other gates (the largest values sit at the end of every layer)
+    assert not torch.equal(values > 0, before >= before.topk(40).values.min())
+    with pytest.raises(ValueError, match="'value' or 'taylor'"):
+        close_to_budget(gates, 10, by="size")
+
+
+def test_the_trainers_taylor_schedule_keeps_the_highest_scores():
+    """With ``gate_score="taylor"`` the callback accumulates scores before each optimizer step and the schedule
+    closes the lowest-scored gates: here gates whose neurons never get a gradient close first, whatever their
+    values."""
+    from types import SimpleNamespace
+
+    from conftest import build_tiny
+
+    from effir_surgery.finetune.train import _gate_schedule
+
+    model = build_tiny("llama")
+    gates = insert_gates(model, resolve_spec(model.config))
+    target = 100
+    with torch.no_grad():
+        for g in gates:  # values favour the first half of each layer, gradients only reach the second half
+            g.neuron_gate.copy_(torch.linspace(1.5, 0.5, 64))
+    callback = _gate_schedule(gates, target, 0.0, by="taylor")
+    for step in range(1, 101):
+        for g in gates:
+            g.neuron_gate.grad = torch.cat([torch.zeros(32), torch.full((32,), 0.1)])
+        state = SimpleNamespace(max_steps=100, global_step=step)
+        callback.on_pre_optimizer_step(None, state, None)
+        callback.on_step_end(None, state, None)
+    kept = torch.cat([g.neuron_gate.detach() for g in gates]) > 0
+    assert int(kept.sum()) == target
+    second_half = torch.cat([torch.arange(64) >= 32 for _ in gates])
+    assert torch.equal(kept & ~second_half, torch.zeros_like(kept))  # every gate without a gradient closed
+
+
+def test_checkpoints_keep_the_taylor_scores(tmp_path):
+    """A resumed run ranks gates as an unbroken one: the trainer's checkpoint holds the accumulated scores beside the
+    trainable tensors, and loading the checkpoint restores both."""
+    from types import SimpleNamespace
+
+    from conftest import build_tiny
+
+    from effir_surgery.finetune.train import GATE_SCORES_FILE, _trainer_class
+
+    def gated():
+        model = build_tiny("llama")
+        model.requires_grad_(False)
+        gates = insert_gates(model, resolve_spec(model.config))
+        return model, gates
+
+    model, gates = gated()
+    torch.manual_seed(0)
+    for g in gates:
+        g.neuron_score.copy_(torch.rand_like(g.neuron_score))
+        g.neuron_gate.data.copy_(torch.rand_like(g.neuron_gate))
+    trainer_class = _trainer_class()
+    checkpoint = tmp_path / "checkpoint-20"
+    trainer_class._save(SimpleNamespace(args=SimpleNamespace(should_save=True), model=model, gates=gates), checkpoint)
+    assert (checkpoint / GATE_SCORES_FILE).is_file()
+
+    resumed, fresh = gated()
+    assert all(not g.neuron_score.any() for g in fresh)
+    trainer_class._load_from_checkpoint(SimpleNamespace(model=resumed, gates=fresh), str(checkpoint))
+    for before, after in zip(gates, fresh, strict=True):
+        assert torch.equal(after.neuron_score, before.neuron_score)
+        assert torch.equal(after.neuron_gate, before.neuron_gate)

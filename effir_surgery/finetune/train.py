@@ -34,6 +34,7 @@ from ..encode import sentence_transformer
 from ..errors import EffirError
 from ..load import ensure_local, load_config, resolve_source, torch_dtype
 from ..ops.gate_mlp import (
+    accumulate_scores,
     close_to_budget,
     fold_gates,
     insert_gates,
@@ -50,6 +51,7 @@ from .data import bm25_negatives, build_rows, read_train_data
 # Settings that do not change what is trained; a rerun that differs only in these still resumes.
 _NOT_RUN_DEFINING = {"overwrite", "verify_reload", "logging_steps", "output", "device", "push_to_hub"}
 TRAINABLE_FILE = "trainable.safetensors"
+GATE_SCORES_FILE = "gate_scores.safetensors"
 
 
 class FinetuneResult(BaseModel):
@@ -74,16 +76,21 @@ SCHEDULE_START, SCHEDULE_END = 0.1, 0.7
 OPEN_FLOOR = 1e-3
 
 
-def _gate_schedule(gates, target: int, strength: float):
+def _gate_schedule(gates, target: int, strength: float, by: str = "value"):
     """A trainer callback that, after every optimizer step inside the schedule window, applies the L1 proximal step
     (``strength / window`` per step, so strength 1 alone closes an undefended gate by the window's end) and then
-    closes the smallest gates down to ``ops.gate_mlp.scheduled_open_count``. At the window's end exactly ``target``
+    closes the gates with the smallest values (``by="value"``) or Taylor scores (``by="taylor"``, accumulated before
+    every optimizer step) down to ``ops.gate_mlp.scheduled_open_count``. At the window's end exactly ``target``
     neurons are open."""
     from transformers import TrainerCallback
 
     total = sum(g.neuron_gate.numel() for g in gates)
 
     class GateSchedule(TrainerCallback):
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            if by == "taylor":  # the gradients of this step, all micro-batches summed, not yet applied
+                accumulate_scores(gates)
+
         def on_step_end(self, args, state, control, **kwargs):
             start = int(SCHEDULE_START * state.max_steps)
             end = max(start + 1, int(SCHEDULE_END * state.max_steps))
@@ -92,7 +99,7 @@ def _gate_schedule(gates, target: int, strength: float):
             keep_closed(gates, open_floor=OPEN_FLOOR)
             if start < state.global_step <= end:
                 shrink_gates(gates, strength / (end - start), floor=OPEN_FLOOR)
-                close_to_budget(gates, scheduled_open_count(total, target, state.global_step, start, end))
+                close_to_budget(gates, scheduled_open_count(total, target, state.global_step, start, end), by)
                 keep_closed(gates)
 
     return GateSchedule()
@@ -173,12 +180,19 @@ def _trainer_class():
             output_dir = output_dir or self.args.output_dir
             os.makedirs(output_dir, exist_ok=True)
             save_file(trainable_tensors(self.model, state_dict), os.path.join(output_dir, TRAINABLE_FILE))
+            if self.gates:  # the gates' accumulated Taylor scores: a resumed run ranks gates as an unbroken one
+                scores = {str(i): g.neuron_score.detach().contiguous().cpu() for i, g in enumerate(self.gates)}
+                save_file(scores, os.path.join(output_dir, GATE_SCORES_FILE))
             torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
         def _load_from_checkpoint(self, checkpoint_path: str, model=None) -> None:
             from safetensors.torch import load_file
 
             load_trainable(self.model, load_file(os.path.join(checkpoint_path, TRAINABLE_FILE)), checkpoint_path)
+            scores = os.path.join(checkpoint_path, GATE_SCORES_FILE)
+            if self.gates and os.path.isfile(scores):
+                for i, tensor in load_file(scores).items():
+                    self.gates[int(i)].neuron_score.copy_(tensor)
 
     return EffirTrainer
 
@@ -428,7 +442,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     trainer = _trainer_class()(model=model, args=args, train_dataset=Dataset.from_dict(rows), loss=loss)
     trainer.gates = gates
     if gates:
-        trainer.add_callback(_gate_schedule(gates, target, config.gate_penalty))
+        trainer.add_callback(_gate_schedule(gates, target, config.gate_penalty, config.gate_score))
     resume = _last_checkpoint(work / "checkpoints")
     resumed_from = int(resume.name.split("-")[-1]) if resume else 0
     if resume:
@@ -462,7 +476,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     trained = model[0].model.merge_and_unload() if config.lora else model[0].auto_model
     if gates:
         result.open_gate_fraction = open_fraction(gates)
-        close_to_budget(gates, target)
+        close_to_budget(gates, target, config.gate_score)
         kept = fold_gates(trained, spec)
         result.width_plan = plan_from_gates(
             shape_from_config(trained.config), kept, config.width_multiple, model_name=config.model

@@ -12,6 +12,13 @@ every optimizer step (docs/method.md, section 4). ``fold_gates`` then multiplies
 ``down_proj`` column, which is exact because ``down(g * h) = (down * g) h``, and returns the neurons to keep;
 ``plan.plan_from_gates`` + ``surgery.apply_plan`` slice the rest away.
 
+Which gates the schedule closes: by default the smallest gate values. Adam moves every gate by about its learning
+rate whatever the size of its gradient, so in a short run the values hardly tell an important neuron from an idle
+one. ``accumulate_scores`` offers the alternative the trainer uses with ``gate_score="taylor"``: each gate's
+accumulated ``(z_i * dL/dz_i)^2``, the squared first-order change of the loss when the gate closes (Molchanov et al.
+2019, arXiv 1906.10771, who put such gates on neurons for exactly this). ``close_to_budget(..., by=...)`` then
+closes the open gates with the smallest scores.
+
 References: EffiR, Lei et al. 2026, arXiv 2512.20612 (fine-grained width reduction with ReLU(z) gates).
 """
 
@@ -43,6 +50,8 @@ class GatedMLP(nn.Module):
             torch.full((weight.shape[0],), float(init), dtype=torch.float32, device=weight.device)
         )
         self.closed: torch.Tensor | None = None  # gates closed for good (see keep_closed)
+        # accumulated (z * dL/dz)^2 per neuron (accumulate_scores); saved with the trainer's checkpoints
+        self.register_buffer("neuron_score", torch.zeros_like(self.neuron_gate.detach()), persistent=False)
 
     def gate_values(self) -> torch.Tensor:
         """``ReLU(z)``: the multiplier of each neuron, exactly 0 for a closed gate."""
@@ -121,23 +130,43 @@ def open_fraction(gates: list[GatedMLP]) -> float:
         return open_ / max(1, sum(g.neuron_gate.numel() for g in gates))
 
 
-def close_to_budget(gates: list[GatedMLP], keep: int) -> None:
-    """Close all but the ``keep`` largest open gates (globally), in place: the hard threshold used when training
-    ends before the penalty has reached the target width."""
+def accumulate_scores(gates: list[GatedMLP]) -> None:
+    """Add each gate's ``(z_i * dL/dz_i)^2`` to its ``neuron_score``, in place; call once per optimizer step, after
+    the backward pass and before the step. A gate without a gradient (none computed yet) adds nothing."""
     with torch.no_grad():
-        values = torch.cat([g.neuron_gate.detach().float().flatten() for g in gates])
-        if int((values > 0).sum()) <= keep:
-            return
-        threshold = torch.topk(values, keep).values.min()
         for g in gates:
-            # ties at the threshold are broken by position so exactly `keep` stay open
-            g.neuron_gate.masked_fill_(g.neuron_gate < threshold, 0.0)
-        values = torch.cat([g.neuron_gate.detach().flatten() for g in gates])
-        excess = int((values >= threshold).sum()) - keep
-        for g in reversed(gates):
+            grad = g.neuron_gate.grad
+            if grad is None:
+                continue
+            if hasattr(grad, "full_tensor"):  # a sharded gradient (FSDP2): every process adds the whole one
+                grad = grad.full_tensor()
+            value = g.neuron_gate.full_tensor() if hasattr(g.neuron_gate, "full_tensor") else g.neuron_gate
+            g.neuron_score += (value.detach().float() * grad.detach().float()).square().to(g.neuron_score.device)
+
+
+def close_to_budget(gates: list[GatedMLP], keep: int, by: str = "value") -> None:
+    """Close all but ``keep`` open gates (globally), in place: the ones with the largest gate values (``by="value"``)
+    or the largest accumulated Taylor scores (``by="taylor"``, see ``accumulate_scores``). Ties at the threshold are
+    broken by position (later layers' later neurons close first), so exactly ``keep`` stay open."""
+    if by not in ("value", "taylor"):
+        raise ValueError(f"by must be 'value' or 'taylor', not {by!r}")
+    with torch.no_grad():
+        opened = [g.neuron_gate.detach() > 0 for g in gates]
+        if int(sum(int(o.sum()) for o in opened)) <= keep:
+            return
+        # the ranking key of every open gate; closed gates rank below all of them (-1: scores and values are > 0)
+        keys = [
+            torch.where(o, (g.neuron_gate.detach() if by == "value" else g.neuron_score).float(), -1.0)
+            for g, o in zip(gates, opened, strict=True)
+        ]
+        threshold = torch.topk(torch.cat([k.flatten() for k in keys]), keep).values.min()
+        for g, k in zip(gates, keys, strict=True):
+            g.neuron_gate.masked_fill_(k < threshold, 0.0)
+        excess = sum(int((k >= threshold).sum()) for k in keys) - keep
+        for g, k in zip(reversed(gates), reversed(keys), strict=True):
             if excess <= 0:
                 break
-            ties = torch.nonzero(g.neuron_gate == threshold).flatten().flip(0)[:excess]
+            ties = torch.nonzero(k == threshold).flatten().flip(0)[:excess]
             g.neuron_gate[ties] = 0.0
             excess -= ties.numel()
 
