@@ -82,7 +82,7 @@ def main() -> None:
         raise SystemExit(f"{study} holds no archived variant (scripts/study_archive.py)")
     # the documents `effir-surgery evaluate` times (same sample); a bad --data folder fails here, before any model
     texts = speed_sample(load_beir(Path(args.data), "test").corpus, SETTINGS["texts"], SETTINGS["seed"])
-    models = {"smollm2-135m": resolve_retriever(SOURCE)}
+    models = {SOURCE: resolve_retriever(SOURCE)}
     for variant in variants:
         config = json.loads((study / variant / "finetuned" / "config.json").read_text())
         models[variant] = resolve_retriever(str(build(variant, config, work)))

@@ -264,3 +264,46 @@ def test_seeds_are_read_from_kept_repeat_folders(tmp_path):
     rows = [r for r in report._rows(kept, {}) if r["variant"] in ("mlp50", "attn50")]
     assert [r["variant"] for r in rows] == ["mlp50", "attn50"]  # a repeat is not a row of its own
     assert report._seeds(kept, rows) == {"mlp50": {"recipe": 0.45, "7": 0.41}}
+
+
+@pytest.mark.slow  # three fresh measuring processes, all-MiniLM-L6-v2 among them
+def test_speed_times_each_kept_architecture_once(tmp_path, monkeypatch):
+    """scripts/study_speed.py end to end on a tiny source: every kept variant is rebuilt and timed in its own
+    process (a seed repeat is not: it has its variant's architecture), with the source and all-MiniLM-L6-v2, and
+    the parameter count of a rebuilt variant is the one its kept widths describe."""
+    from conftest import build_tiny, make_beir, save_tiny_source, tiny_tokenizer
+
+    from effir_surgery.arch import shape_from_config
+
+    speed = script("study_speed")
+    model = build_tiny("llama")
+    source = save_tiny_source(model, tiny_tokenizer(), tmp_path / "source")
+    data = make_beir(tmp_path / "beir")
+    study = tmp_path / "study"
+    full = shape_from_config(model.config).mlp_widths[0]
+    widths = [full, 0, full // 2, 0]
+    for variant in ("mlp50", "mlp50@7"):
+        (study / variant / "finetuned").mkdir(parents=True)
+        (study / variant / "finetuned" / "config.json").write_text(json.dumps({"mlp_intermediate_sizes": widths}))
+    monkeypatch.setattr(speed, "SOURCE", str(source))
+    monkeypatch.setattr(
+        speed, "SETTINGS", {"texts": 8, "batch_size": 4, "dtype": "float32", "max_length": 16, "seed": 0}
+    )
+    argv = ["study_speed.py", "--study", str(study), "--data", str(data), "--work", str(tmp_path / "work")]
+    monkeypatch.setattr(sys, "argv", argv)
+    speed.main()
+
+    result = json.loads((study / "speed.json").read_text())
+    assert list(result["models"]) == [str(source), "mlp50", "all-MiniLM-L6-v2"]
+    entries = result["models"]
+    assert entries[str(source)]["speedup"] == 1.0
+    # the encoder's parameters (no LM head) of the tiny model with those widths: two MLPs gone, one halved
+    per_neuron = sum(p[0].numel() for n, p in model.model.layers[0].mlp.named_parameters() if "down" not in n)
+    per_neuron += model.model.layers[0].mlp.down_proj.weight.shape[0]
+    mlp_norm = model.model.layers[0].post_attention_layernorm.weight.numel()
+    unpruned = sum(p.numel() for p in model.model.parameters())
+    expected = unpruned - 2 * (full * per_neuron + mlp_norm) - (full - full // 2) * per_neuron
+    assert entries["mlp50"]["params_total"] == expected
+    assert entries["mlp50"]["params_total"] < entries[str(source)]["params_total"]
+    assert all(e["tokens_per_s"] > 0 for e in entries.values())
+    assert (study / "speed.md").read_text().count("\n| ") == 1 + 3  # header row and one row per model
