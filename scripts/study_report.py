@@ -86,7 +86,7 @@ def main() -> None:
     lines = _page(rows, baselines, study, second, timing)
     page.write_text("\n".join(lines) + "\n\n" + DISCUSSION + (kept or "\n\n(to be written)\n"))
     if any(row["entry"]["efficiency"] for row in rows):
-        _plot(rows, baselines, out / "results.png")
+        _plot(rows, baselines, out / "results.png", _seeds(study, rows))
     else:  # an empty plot would only mislead; the page says throughput is not measured yet
         (out / "results.png").unlink(missing_ok=True)
     print("\n".join(lines))
@@ -508,7 +508,7 @@ def _minutes(seconds) -> str:
     return "-" if seconds is None else f"{seconds / 60:.1f} min"
 
 
-def _plot(rows, baselines, path: Path) -> None:
+def _plot(rows, baselines, path: Path, seeds: dict[str, dict] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -517,13 +517,19 @@ def _plot(rows, baselines, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(8, 5))
     colors = {"ref": "black", "mlp": "#DD8452", "attn": "#4C72B0", "width": "#55A868", "ft": "#8172B3"}
     timed = [row for row in rows if row["entry"]["efficiency"]]
+    span = max(row["entry"]["efficiency"]["tokens_per_s"] for row in timed) if timed else 1.0
+    placed: list[tuple[float, float]] = []
     for row in timed:
         eff, s = row["entry"]["efficiency"], _scores(row["entry"])
+        x, y = eff["tokens_per_s"], s["ndcg_at_10"]
         kind = next((k for k in ("mlp", "attn", "width", "ft") if row["variant"].startswith(k)), "ref")
-        ax.scatter(eff["tokens_per_s"], s["ndcg_at_10"], color=colors[kind], s=50, zorder=3)
-        ax.annotate(
-            row["label"], (eff["tokens_per_s"], s["ndcg_at_10"]), textcoords="offset points", xytext=(5, 4), fontsize=8
-        )
+        ax.scatter(x, y, color=colors[kind], s=50, zorder=3)
+        for value in (seeds or {}).get(row["variant"], {}).values():  # the same model fine-tuned with other seeds
+            ax.scatter(x, value, facecolors="none", edgecolors=colors[kind], s=50, zorder=3)
+        # a label near one already placed goes below its point instead of above
+        crowded = any(abs(x - px) < 0.1 * span and abs(y - py) < 0.04 for px, py in placed)
+        placed.append((x, y))
+        ax.annotate(row["label"], (x, y), textcoords="offset points", xytext=(5, -11 if crowded else 4), fontsize=8)
     for e in baselines:
         s = _scores(e)
         ax.axhline(s["ndcg_at_10"], color="grey", linestyle="--", linewidth=0.8)
@@ -545,7 +551,10 @@ def _plot(rows, baselines, path: Path) -> None:
         else "encoding throughput (not measured yet: scripts/study_speed.py)"
     )
     ax.set_ylabel(f"SciFact nDCG@10 (test, {corpus})")
-    ax.set_title("SmolLM2-135M retrievers: quality against measured throughput")
+    ax.set_title(
+        "SmolLM2-135M retrievers: quality against measured throughput"
+        + ("\n(hollow: the same variant fine-tuned with another seed)" if seeds else "")
+    )
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
