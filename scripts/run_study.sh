@@ -13,7 +13,7 @@ export PYTHONUNBUFFERED=1   # stage and loss lines reach the logs as they happen
 cd "$(dirname "$0")/.."
 mkdir -p runs/study/logs
 variants=("$@")
-[ ${#variants[@]} -eq 0 ] && variants=(ref mlp25 mlp50 attn25 attn50 width-oneshot width-learned width-learned-taylor ft-mlp50 ft-width-oneshot mlp50-long baselines)
+[ ${#variants[@]} -eq 0 ] && variants=(ref mlp25 mlp50 attn25 attn50 width-oneshot width-learned width-learned-taylor width-learned-penalty01 ft-mlp50 ft-width-oneshot mlp50-long baselines)
 log() { echo "$(date -u +%FT%TZ) $*" >> runs/study/logs/progress.txt; }
 for v in "${variants[@]}"; do
   if [ -f "docs/study/$v/eval/results.json" ] && [ "${FORCE:-0}" != 1 ]; then

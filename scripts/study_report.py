@@ -28,6 +28,7 @@ VARIANTS = [
     "width-oneshot",
     "width-learned",
     "width-learned-taylor",
+    "width-learned-penalty01",
     "ft-mlp50",
     "ft-width-oneshot",
     "mlp50-long",
@@ -41,6 +42,7 @@ LABELS = {
     "width-oneshot": "drop 8 MLP + one-shot width",
     "width-learned": "drop 8 MLP + learned width",
     "width-learned-taylor": "drop 8 MLP + learned width, Taylor gate scores",
+    "width-learned-penalty01": "drop 8 MLP + learned width, penalty 0.1",
     "ft-mlp50": "reference → drop 15 MLP → fine-tuned again",
     "ft-width-oneshot": "reference → drop 8 MLP + one-shot width → fine-tuned again",
     "mlp50-long": "drop 15 MLP, trained twice as long",
@@ -351,7 +353,15 @@ def _findings(rows, second) -> list[str]:
             )
     half = [
         v
-        for v in ("mlp50", "width-oneshot", "width-learned", "width-learned-taylor", *SECOND_PROTOCOL, "mlp50-long")
+        for v in (
+            "mlp50",
+            "width-oneshot",
+            "width-learned",
+            "width-learned-taylor",
+            "width-learned-penalty01",
+            *SECOND_PROTOCOL,
+            "mlp50-long",
+        )
         if v in by
     ]
     if half:
