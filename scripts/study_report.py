@@ -471,6 +471,11 @@ def _spread(rows, seeds: dict[str, dict]) -> list[str]:
         k = by[mlp]["dropped_mlp"]
         dm, da = 100 * (mean(mlp) - ref_mean), 100 * (mean(attn) - ref_mean)
         widest = max(spread(mlp), spread(attn))
+        effs = [(by[v]["entry"].get("efficiency") or {}).get("params_total") for v in ("ref", mlp, attn)]
+        per = ""
+        if all(effs):  # the same points per 10M parameters removed (removed counts do not vary with the seed)
+            pm, pa = dm / ((effs[0] - effs[1]) / 1e7), da / ((effs[0] - effs[2]) / 1e7)
+            per = f" Per 10M parameters removed: MLP {pm:+.2f}, attention {pa:+.2f}."
         lines.append("")
         lines.append(
             f"- **Drop {k}, mean over seeds:** MLP {dm:+.2f} points, attention {da:+.2f}: the MLP drop "
@@ -480,6 +485,7 @@ def _spread(rows, seeds: dict[str, dict]) -> list[str]:
                 if abs(dm - da) > widest
                 else f"within the widest seed range of the two ({widest:.2f}): these runs do not order them."
             )
+            + per
         )
     return lines
 

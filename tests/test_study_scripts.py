@@ -248,6 +248,11 @@ def test_seed_repeats_give_the_spread_and_decide_the_contrast_on_means():
     # means 0.61, 0.42, 0.52; ranges 2, 4, 4 points
     assert "| mlp50 | 2 | 42: 0.4000, 1: 0.4400 | 0.4200 | 4.00 | -19.00 |" in text
     assert "MLP -19.00 points, attention -9.00: the MLP drop costs more by 10.00 points, more than" in text
+    assert "Per 10M" not in text  # no parameter counts timed yet
+    for r, params in zip(rows, (100e6, 80e6, 95e6), strict=True):
+        r["entry"]["efficiency"] = {"params_total": params}
+    text = "\n".join(report._spread(rows, seeds))
+    assert "Per 10M parameters removed: MLP -9.50, attention -18.00." in text
     # the same means with a seed range wider than their difference are not ordered
     seeds["attn50"] = {42: 0.40, "1": 0.64}
     text = "\n".join(report._spread(rows, seeds))
