@@ -61,24 +61,28 @@ def _remove_tree(path: Path) -> None:
             return
 
 
+def _host() -> str:
+    """This host's name as it appears in a sibling's name (no ``-``, which separates the name's fields)."""
+    return socket.gethostname().replace("-", "_") or "host"
+
+
 def _sibling(out: Path, kind: str) -> Path:
     """A hidden sibling of ``out`` named for this host and process (``.NAME.KIND-HOST-PID-RANDOM``), so a later save
     can tell a folder left by a killed process from one another process is still writing."""
-    host = socket.gethostname().replace("-", "_") or "host"
-    return out.parent / f".{out.name}.{kind}-{host}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return out.parent / f".{out.name}.{kind}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _owner_is_dead(folder: Path, kind: str, name: str) -> bool:
     """Whether ``folder`` (named by ``_sibling``) was left by a process of this host that no longer runs."""
     parts = folder.name[len(f".{name}.{kind}-") :].split("-")
-    if len(parts) != 3 or parts[0] != (socket.gethostname().replace("-", "_") or "host") or not parts[1].isdigit():
+    if len(parts) != 3 or parts[0] != _host() or not parts[1].isdigit():
         return False  # another host's, or an older naming: its owner cannot be checked
     try:
         os.kill(int(parts[1]), 0)
     except ProcessLookupError:
         return True
     except PermissionError:  # alive, another user's
-        return False
+        pass
     return False
 
 

@@ -47,6 +47,17 @@ LABELS = {
     "ft-width-oneshot": "reference → drop 8 MLP + one-shot width → fine-tuned again",
     "mlp50-long": "drop 15 MLP, trained twice as long",
 }
+# The compressions that remove about half of the MLP parameters (the 2-point question).
+HALF_MLP = (
+    "mlp50",
+    "width-oneshot",
+    "width-learned",
+    "width-learned-taylor",
+    "width-learned-penalty01",
+    "ft-mlp50",
+    "ft-width-oneshot",
+    "mlp50-long",
+)
 # Second protocol: these start from the fine-tuned reference, so their training is the reference's plus their own.
 SECOND_PROTOCOL = ("ft-mlp50", "ft-width-oneshot")
 BASELINE_LABELS = {
@@ -85,10 +96,11 @@ def main() -> None:
     kept = ""
     if page.is_file() and DISCUSSION in page.read_text():
         kept = page.read_text().split(DISCUSSION, 1)[1]
-    lines = _page(rows, baselines, study, second, timing)
+    seeds = _seeds(study, rows)
+    lines = _page(rows, baselines, study, second, timing, seeds)
     page.write_text("\n".join(lines) + "\n\n" + DISCUSSION + (kept or "\n\n(to be written)\n"))
     if any(row["entry"]["efficiency"] for row in rows):
-        _plot(rows, baselines, out / "results.png", _seeds(study, rows))
+        _plot(rows, baselines, out / "results.png", seeds)
     else:  # an empty plot would only mislead; the page says throughput is not measured yet
         (out / "results.png").unlink(missing_ok=True)
     print("\n".join(lines))
@@ -172,7 +184,7 @@ def _second_dataset(results) -> dict:
     }
 
 
-def _page(rows, baselines, study, second, speed) -> list[str]:
+def _page(rows, baselines, study, second, speed, seeds) -> list[str]:
     ref = rows[0]
     task = ref["entry"]["tasks"][0]
     cfg = ref["training"].get("config", {})
@@ -239,7 +251,7 @@ def _page(rows, baselines, study, second, speed) -> list[str]:
         "Not yet: the answer needs a pair of the same count, `mlp25` with `attn25` or `mlp50` with `attn50`."
     ]
     lines += _second_protocol(rows)
-    lines += _spread(rows, _seeds(study, rows))
+    lines += _spread(rows, seeds)
     lines += ["", "## Wall times", ""]
     lines += _times(rows)
     return lines
@@ -336,34 +348,14 @@ def _findings(rows, second) -> list[str]:
         if got.get("ref") is not None:
             parts = [
                 f"{by[v]['label']} {100 * (got[v] - got['ref']):+.2f}"
-                for v in (
-                    "mlp25",
-                    "attn25",
-                    "mlp50",
-                    "attn50",
-                    "width-oneshot",
-                    "width-learned",
-                    "width-learned-taylor",
-                )
+                for v in VARIANTS[1:]  # every variant but the reference, in the table's order
                 if got.get(v) is not None
             ]
             lines.append(
                 f"- **Zero-shot on {second['task']}** (points of nDCG@10 against the reference's "
                 f"{got['ref']:.4f}): " + "; ".join(parts) + "."
             )
-    half = [
-        v
-        for v in (
-            "mlp50",
-            "width-oneshot",
-            "width-learned",
-            "width-learned-taylor",
-            "width-learned-penalty01",
-            *SECOND_PROTOCOL,
-            "mlp50-long",
-        )
-        if v in by
-    ]
+    half = [v for v in HALF_MLP if v in by]
     if half:
         parts = [
             f"{by[v]['label']}: {delta(v):+.2f} points"

@@ -152,7 +152,7 @@ def close_to_budget(gates: list[GatedMLP], keep: int, by: str = "value") -> None
         raise ValueError(f"by must be 'value' or 'taylor', not {by!r}")
     with torch.no_grad():
         opened = [g.neuron_gate.detach() > 0 for g in gates]
-        if int(sum(int(o.sum()) for o in opened)) <= keep:
+        if sum(int(o.sum()) for o in opened) <= keep:
             return
         # the ranking key of every open gate; closed gates rank below all of them (-1: scores and values are > 0)
         keys = [
