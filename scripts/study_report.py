@@ -48,16 +48,7 @@ LABELS = {
     "mlp50-long": "drop 15 MLP, trained twice as long",
 }
 # The compressions that remove about half of the MLP parameters (the 2-point question).
-HALF_MLP = (
-    "mlp50",
-    "width-oneshot",
-    "width-learned",
-    "width-learned-taylor",
-    "width-learned-penalty01",
-    "ft-mlp50",
-    "ft-width-oneshot",
-    "mlp50-long",
-)
+HALF_MLP = tuple(v for v in VARIANTS if v not in ("ref", "mlp25", "attn25", "attn50"))
 # Second protocol: these start from the fine-tuned reference, so their training is the reference's plus their own.
 SECOND_PROTOCOL = ("ft-mlp50", "ft-width-oneshot")
 BASELINE_LABELS = {
