@@ -71,13 +71,13 @@ def _embed(model, tokenizer, texts, batch_size):
     return torch.cat(out)
 
 
-def compare(source, pruned, texts_path, out_path, dtype, batch_size):
+def compare(source, pruned, texts_path, out_path, dtype, batch_size, trust_source):
     texts = json.loads(open(texts_path, encoding="utf-8").read())
     batch_size = int(batch_size)
     tokenizer = AutoTokenizer.from_pretrained(pruned, trust_remote_code=True)
     n_tokens = int(sum(len(ids) for ids in tokenizer(texts)["input_ids"]))
     models = {
-        "source": AutoModel.from_pretrained(source, trust_remote_code=True, dtype=DTYPES[dtype]).eval(),
+        "source": AutoModel.from_pretrained(source, trust_remote_code=trust_source == "1", dtype=DTYPES[dtype]).eval(),
         "pruned": AutoModel.from_pretrained(pruned, trust_remote_code=True, dtype=DTYPES[dtype]).eval(),
     }
     result = {

@@ -18,11 +18,12 @@ import json
 import time
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ._logging import progress
 from .arch import ArchSpec, ModelShape
 from .calib import CalibrationSet
+from .errors import EffirError
 
 
 class ProbeResult(BaseModel):
@@ -71,7 +72,22 @@ class ImportanceReport(BaseModel):
 
     @classmethod
     def load(cls, path: str | Path) -> ImportanceReport:
-        return cls.model_validate(json.loads(Path(path).read_text()))
+        """Read a report that ``save`` wrote. Raises ``EffirError`` (one line) for a file that cannot be read, is
+        not JSON, or is not an importance report."""
+        try:
+            return cls.model_validate(json.loads(Path(path).read_text()))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            why = f"{where}: {first['msg']}" if where else first["msg"]
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+            why = f"not valid JSON: {exc}"
+        raise EffirError(
+            f"'{path}' is not an importance report ({why}); pass the importance.json that `effir-surgery analyze` "
+            "wrote."
+        )
 
 
 def _hidden_from(args, kwargs):

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict
 
 from .errors import EffirError
-from .hf.modeling_effir import SUBLAYER_NORMS
 
 
 @dataclass(frozen=True)
@@ -84,6 +83,10 @@ def resolve_spec(config_or_type) -> ArchSpec:
 
 def check_remote_code_agrees() -> None:
     """The sealed remote code keeps its own copy of the sublayer norms; fail loudly if the two tables drift."""
+    # imported here: the remote code imports every family's transformers modeling module (seconds), and the
+    # rest of this module serves cheap checks that run before any model is loaded
+    from .hf.modeling_effir import SUBLAYER_NORMS
+
     for model_type, spec in ARCH_SPECS.items():
         norms = SUBLAYER_NORMS[model_type]
         if norms["mlp"] != spec.mlp_norms or norms["attention"] != spec.attention_norms:

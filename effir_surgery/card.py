@@ -22,6 +22,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__
+from .folder import REMOTE_CODE_FILES
 
 CITATION = """@inproceedings{lei2026effir,
   title     = {Making Large Language Models Efficient Dense Retrievers},
@@ -32,7 +33,6 @@ CITATION = """@inproceedings{lei2026effir,
   archivePrefix = {arXiv}
 }"""
 
-REMOTE_CODE_FILES = ("configuration_effir.py", "modeling_effir.py")
 # results.json score keys shown in the table and written to model-index, in this order (values are fractions).
 SCORE_COLUMNS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "mrr_at_10": "MRR@10"}
 
@@ -365,7 +365,9 @@ def _structure(config: dict, provenance: dict, plan: dict | None, width_plan: di
             f"| FLOPs per token ({costs['seq_len']} tokens) | {costs['flops_per_token_before'] / 1e6:,.1f}M | "
             f"{costs['flops_per_token_after'] / 1e6:,.1f}M |",
             "",
-            "Parameters and FLOPs are computed from the two configurations (embeddings and LM head included).",
+            "Parameters and FLOPs are computed from the two configurations. Parameters include the embeddings "
+            "(and the LM head when it is not tied to them); FLOPs per token count the decoder layers only, "
+            "without the embedding lookup and the LM head, which a retriever never runs.",
             "",
         ]
     return lines
@@ -463,6 +465,8 @@ def _usage(model_id: str, st: dict, config: dict, remote_code: bool, max_length:
     query_comment = "  # adds the query prompt" if query_prompt else ""
     text = f"{json.dumps(query_prompt)} + " if query_prompt else ""
     lines += [
+        'With sentence-transformers (`pip install "sentence-transformers>=6.3"`):',
+        "",
         "```python",
         "from sentence_transformers import SentenceTransformer",
         "",

@@ -18,7 +18,15 @@ def _drop_none(values: dict) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
+TRUST_HELP = (
+    "Allow code from the model folder or repo that is not effir-surgery's own remote code (another auto_map, "
+    "a custom tokenizer or sentence-transformers module, extra .py files) to run. Review it first; without the "
+    "flag such a model is refused before anything from it runs."
+)
+
+
 def load_options(f):
+    f = click.option("--trust-remote-code", is_flag=True, default=None, help=TRUST_HELP)(f)
     f = click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: auto).")(f)
     f = click.option(
         "--dtype",
@@ -106,18 +114,13 @@ def main():
     "--mlp-width",
     type=float,
     default=None,
-    help="Keep this fraction of each remaining MLP's neurons, in (0, 1] (one-shot width reduction).",
+    help="Keep this fraction of each remaining MLP's neurons, in (0, 1] (one-shot width reduction from activation "
+    "scores; learned widths: `finetune --learn-width`).",
 )
 @click.option(
     "--param-budget",
     default=None,
     help="Total parameters after surgery (e.g. 90M); MLP widths are chosen per layer to meet it.",
-)
-@click.option(
-    "--width-method",
-    type=click.Choice(["activation", "learned"]),
-    default=None,
-    help="How neurons are chosen: activation (one-shot scores, default) or learned (trained gates).",
 )
 @click.option("--width-multiple", type=int, default=None, help="Round MLP widths to this multiple (default 8).")
 @calib_options
@@ -231,6 +234,7 @@ def _print_prune_result(result, config) -> None:
     "--probe-docs", type=int, default=None, help="Documents in the probe pool, relevant ones included (default 160)."
 )
 @click.option("--probe-max-length", type=int, default=None, help="Tokens per probe text (default 128).")
+@click.option("--overwrite", is_flag=True, default=None, help="Replace the output folder if it exists.")
 @click.option(
     "--streaming/--no-streaming",
     default=None,
@@ -365,7 +369,8 @@ def analyze(model, **flags):
 def finetune(model, **flags):
     """Fine-tune MODEL (a pruned folder or any model source) as a dense retriever.
 
-    Contrastive InfoNCE with in-batch and hard negatives (sentence-transformers' CachedMultipleNegativesRankingLoss),
+    Contrastive InfoNCE with in-batch and hard negatives (sentence-transformers' CachedMultipleNegativesRankingLoss,
+    i.e. GradCache, when --mini-batch-size splits the batch; MultipleNegativesRankingLoss when it does not),
     last-token pooling, instruction-prefixed queries. Rerunning an interrupted command resumes from its last
     checkpoint. Works under `accelerate launch` for multi-GPU runs.
     """
@@ -418,6 +423,7 @@ def finetune(model, **flags):
     help="Encode on these devices in parallel, one process each (repeatable: --devices cuda:0 --devices cuda:1; "
     "default: every GPU when there are several).",
 )
+@click.option("--trust-remote-code", is_flag=True, default=None, help=TRUST_HELP)
 @click.option("--speed-docs", type=int, default=None, help="Corpus documents timed per model (default 128).")
 @click.option("--measure/--no-measure", default=None, help="Measure throughput and memory (default on).")
 @click.option("--seed", type=int, default=None, help="Seed for subsampling (default 0).")
@@ -461,13 +467,15 @@ def evaluate(models, **flags):
     "overrides",
     multiple=True,
     metavar="KEY=VALUE",
-    help="Override a recipe setting, e.g. --set finetune.max_steps=20 (repeatable).",
+    help="Override a recipe setting, e.g. --set finetune.max_steps=20 or --set evaluate=null (repeatable; the "
+    "value is read as YAML; a relative path given here is relative to the current directory).",
 )
 @click.option(
     "--skip",
     multiple=True,
     type=click.Choice(["prune", "finetune", "evaluate", "push"]),
-    help="Skip a stage (repeatable).",
+    help="Skip a stage of the recipe (repeatable); the next stage starts from the previous stage's output, or "
+    "from the recipe's model.",
 )
 @click.option(
     "--push-to-hub",
@@ -476,12 +484,61 @@ def evaluate(models, **flags):
     help="Publish the run's final model to this Hub repo (owner/name), as `effir-surgery push` does; overrides the "
     "recipe's push_to_hub.",
 )
+@click.option("--trust-remote-code", is_flag=True, default=None, help=TRUST_HELP + " Overrides the recipe's setting.")
 @handle_errors
-def run(recipe, overrides, skip, push_to_hub):
+def run(recipe, overrides, skip, push_to_hub, trust_remote_code):
     """Run a RECIPE (YAML): load -> analyze -> plan -> surgery -> fine-tune -> evaluate -> push.
 
     Stage outputs stay in the recipe's run_dir; rerunning reuses every stage whose settings, input and output
-    are unchanged (checked by content hash) and resumes an interrupted fine-tuning.
+    are unchanged (checked by content hash) and resumes an interrupted fine-tuning. Before the first stage it
+    prints the model's layers and parameters, the stages (run or reused) with their settings and, for a prune
+    stage, the plan with its projected parameters (after the importance scoring when the plan needs scores).
+
+    \b
+    Top-level keys of a recipe:
+      name          a label for the run (optional)
+      model         required: a Hub repo id (org/name), a local model folder,
+                    a .gguf file, or smollm2-135m (bundled SmolLM2-135M-Instruct)
+      revision      branch, tag or commit of a Hub model
+      dtype         float32 (default), bfloat16 or float16, for every stage
+      device        auto (default), cpu, cuda, cuda:1 ...
+      run_dir       required: folder of the stage outputs (pruned/, finetuned/,
+                    eval/) and of run.json, the record that reruns reuse
+      push_to_hub   owner/name: publish the final model when the run ends
+      prune         stage: what to cut and the calibration texts
+      finetune      stage: how to fine-tune; needs train (the training data)
+      evaluate      stage: what to score on (task or data_dir) and which other
+                    models to compare (models)
+
+    A stage's keys are the flags of the matching command (effir-surgery prune --help, finetune --help, evaluate
+    --help) in snake case: --mlp-drop 0.5 is mlp_drop: 0.5, a repeatable flag is a list (data_dir: [a, b]), an
+    on/off flag is true or false (--full is lora: false). The model, dtype, device and output folders come from
+    the recipe, so they are not stage keys. Leave a stage out (or set it to null) to skip it.
+
+    evaluate.models adds models to compare with the run's final model, which is always scored first (the
+    speed-up reference): baselines (bm25, all-MiniLM-L6-v2), model folders, Hub ids, @source (the recipe's model
+    before any stage) and @pruned (this run's prune output, before fine-tuning). Quote the @ tokens in YAML.
+
+    Relative paths written in the recipe are relative to the recipe file's folder, not to the current
+    directory: run_dir, prune.calib, finetune.train, evaluate.data_dir and evaluate.cache_dir always; model and
+    evaluate.models entries when they exist there or can only be paths (./x, ../x, a/b/c, x.gguf), so a Hub id
+    such as org/name stays a Hub id. A path given with --set is relative to the current directory. The format
+    in full: recipes/README.md in the project.
+
+    \b
+    A minimal recipe (my.yaml; run it with: effir-surgery run my.yaml):
+      name: smollm2-drop25
+      model: smollm2-135m
+      run_dir: runs/smollm2-drop25
+      prune:
+        mlp_drop: 0.25
+        calib: data/scifact          # a BEIR folder beside my.yaml
+      finetune:
+        train: data/scifact
+        epochs: 1
+      evaluate:
+        data_dir: [data/scifact]
+        models: ["@pruned", "@source", bm25]
     """
     from .config import check_repo_id, load_recipe
     from .evaluate import EvalResults, results_table
@@ -494,6 +551,8 @@ def run(recipe, overrides, skip, push_to_hub):
         except ValueError as exc:
             raise EffirError(f"--push-to-hub: {exc}") from None
         config = config.model_copy(update={"push_to_hub": push_to_hub})
+    if trust_remote_code:
+        config = config.model_copy(update={"trust_remote_code": True})
     result = run_pipeline(config, tuple(skip))
     for name, stage in result.stages.items():
         click.echo(f"{name}: {stage['status']} -> {stage['output']}")
@@ -545,8 +604,10 @@ def push(folder, **flags):
 @handle_errors
 def verify(model, **flags):
     """Check that the remote code (configuration_effir.py, modeling_effir.py) of a saved folder or a Hub repo is
-    exactly the code this effir-surgery version ships, and that auto_map points at it. Exits with code 2 naming
-    the file that differs. For a repo id only config.json and those two files are downloaded.
+    exactly the code this effir-surgery version ships, that auto_map points at it, and that nothing else would run
+    code (no other auto_map entry, tokenizer auto_map, custom sentence-transformers module or .py file). Exits with
+    code 2 naming what differs. For a repo id only config.json, tokenizer_config.json, modules.json and the .py
+    files are downloaded.
     """
     from .config import VerifyConfig, validated
     from .hub import verify as run_verify

@@ -5,11 +5,12 @@ CLI flags equal field names in kebab case (``--mlp-drop`` <-> ``mlp_drop``). No 
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import EffirError
 
@@ -51,6 +52,20 @@ def check_repo_id(value: str | None) -> str | None:
     return value
 
 
+_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
+
+
+def check_device(value: str) -> str:
+    """Accept a device name: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. Whether this machine has that
+    device is checked when a command starts (``load.resolve_device``), since that needs torch."""
+    if not _DEVICE.match(value):
+        raise ValueError(f"'{value}' is not a device; use auto, cpu, cuda, cuda:N (N = 0, 1 ...) or mps.")
+    return value
+
+
+Device = Annotated[str, AfterValidator(check_device)]
+
+
 class HubTarget(StrictConfig):
     """``push_to_hub``: publish the result to this Hub model repo (``owner/name``) when the command succeeds."""
 
@@ -80,7 +95,9 @@ class LoadConfig(StrictConfig):
     model: str = Field(description="Hub repo id, local HF folder, .gguf file, or 'smollm2-135m'.")
     revision: str | None = None
     dtype: Dtype = "float32"
-    device: str = "auto"
+    device: Device = "auto"
+    # run code from the model folder or repo that is not this toolkit's own remote code (see ``trust.py``)
+    trust_remote_code: bool = False
 
 
 class CalibConfig(StrictConfig):
@@ -99,7 +116,8 @@ def _ratio_message(what: str, value: float, interval: str) -> str:
 class PlanConfig(StrictConfig):
     """What to remove. Depth: ``mlp_drop`` (fraction of MLP sublayers, lowest importance first) or
     ``drop_mlp_layers`` (explicit indices); the same for attention. Width: ``mlp_width`` (uniform keep ratio)
-    or ``param_budget`` (total parameters after surgery, widths adapted per layer)."""
+    or ``param_budget`` (total parameters after surgery, widths adapted per layer), from one-shot activation
+    scores; learned widths are a fine-tuning setting (``FinetuneSettings.learn_width``)."""
 
     mlp_drop: float | None = None
     drop_mlp_layers: list[int] | None = None
@@ -107,7 +125,6 @@ class PlanConfig(StrictConfig):
     drop_attention_layers: list[int] | None = None
     mlp_width: float | None = None
     param_budget: int | None = None
-    width_method: Literal["activation", "learned"] = "activation"
     width_multiple: int = Field(8, ge=1)
 
     @field_validator("mlp_drop", "attn_drop")
@@ -165,11 +182,7 @@ class PlanConfig(StrictConfig):
     @property
     def needs_scores(self) -> bool:
         """Whether the plan needs an importance report (scored depth selection or one-shot width)."""
-        return (
-            self.mlp_drop is not None
-            or self.attn_drop is not None
-            or (self.wants_width and self.width_method == "activation")
-        )
+        return self.mlp_drop is not None or self.attn_drop is not None or self.wants_width
 
 
 class PruneConfig(LoadConfig, PlanConfig, CalibConfig, HubTarget):
@@ -207,6 +220,7 @@ class AnalyzeConfig(LoadConfig, CalibConfig):
     """
 
     output: Path = Path("analysis")
+    overwrite: bool = False
     probe: str | None = None
     probe_split: str = "train"
     probe_queries: int = Field(32, ge=1)
@@ -279,10 +293,11 @@ def format_validation_error(exc: ValidationError, as_flags: bool = False) -> str
 
 class FinetuneSettings(EncoderConfig):
     """How to fine-tune (the ``finetune`` stage of a recipe): contrastive retrieval fine-tuning (InfoNCE with
-    in-batch and hard negatives, GradCache), optionally with LoRA and with learned MLP widths.
+    in-batch and hard negatives), optionally with LoRA and with learned MLP widths.
 
     ``scale`` is the inverse temperature of InfoNCE (50 = temperature 0.02). ``batch_size`` queries per step share
-    their positives and hard negatives as negatives; ``mini_batch_size`` bounds memory (GradCache).
+    their positives and hard negatives as negatives; ``mini_batch_size`` below ``batch_size`` bounds memory with
+    GradCache (``CachedMultipleNegativesRankingLoss``), equal to it uses the plain ``MultipleNegativesRankingLoss``.
     """
 
     train: str
@@ -373,10 +388,10 @@ class EvalSettings(StrictConfig):
     batch_size: int = Field(16, ge=1)
     max_length: int | None = Field(None, ge=8)
     dtype: Dtype = "float32"
-    device: str = "auto"
+    device: Device = "auto"
     # Encode on several devices at once (sentence-transformers' multi-process pool), e.g. ["cuda:0", "cuda:1"];
     # empty = every GPU when there is more than one, else the single ``device``.
-    devices: list[str] = []
+    devices: list[Device] = []
     speed_docs: int = Field(128, ge=1)
     measure: bool = True
     seed: int = 0
@@ -404,6 +419,7 @@ class EvalConfig(EvalSettings):
 
     models: list[str] = Field(min_length=1)
     output: Path = Path("eval")
+    trust_remote_code: bool = False
 
 
 class PruneStage(PlanConfig, CalibConfig):
@@ -425,14 +441,17 @@ class PipelineConfig(HubTarget):
 
     Every stage is optional (omit it, set it to null, or ``--skip`` it). Stage outputs live in ``run_dir``
     (``pruned/``, ``finetuned/``, ``eval/``); a rerun reuses every stage whose inputs and settings hash to what
-    was recorded and whose output is unchanged. Relative paths are relative to the current directory.
+    was recorded and whose output is unchanged. Relative paths written in the recipe file are relative to the
+    recipe's folder (``load_recipe`` makes them absolute, see ``resolve_recipe_paths``); ``--set`` values are
+    relative to the current directory. The format is documented in ``recipes/README.md``.
     """
 
     name: str | None = None
     model: str
     revision: str | None = None
     dtype: Dtype = "float32"
-    device: str = "auto"
+    device: Device = "auto"
+    trust_remote_code: bool = False
     run_dir: Path
     prune: PruneStage | None = None
     finetune: FinetuneSettings | None = None
@@ -463,19 +482,129 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+# Model names that are never paths, even when a file of that name sits beside the recipe: the bundled alias
+# (``load.SMOLLM2_ALIAS``), the evaluation baselines (``retrievers.BM25_NAMES`` / ``MINILM_NAMES``, compared in
+# lower case) and the ``@`` references of ``evaluate.models``. Kept here because importing load.py imports torch;
+# tests/test_recipes_doc.py checks that they agree.
+SMOLLM2_ALIAS = "smollm2-135m"
+BASELINE_NAMES = {"bm25", "bm25s", "all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2"}
+# A Hub repo id as ``load.resolve_source`` recognises one (owner/name).
+_HUB_ID_SHAPE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Recipe fields that are always paths, by section (None: the top level).
+RECIPE_PATH_FIELDS = {None: ("run_dir",), "prune": ("calib",), "finetune": ("train",), "evaluate": ("cache_dir",)}
+RECIPE_PATH_LISTS = {"evaluate": ("data_dir",)}
+
+
+def _against(base: Path, value: str) -> str:
+    return os.path.normpath(base / value)
+
+
+def _is_absolute(value: str) -> bool:
+    """Absolute, or starting with ``~`` (the home folder: the loaders expand it)."""
+    return value.startswith("~") or Path(value).is_absolute()
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for the file system, say: not a path that exists
+        return False
+
+
+def _resolve_path(value, base: Path):
+    """A relative path string resolved against ``base`` (normalised, absolute); ``~`` expanded; absolute paths,
+    empty strings and non-strings (left for validation to report) stay as they are."""
+    if not isinstance(value, str) or not value.strip():
+        return value
+    if value.startswith("~"):
+        return os.path.expanduser(value)
+    return value if _is_absolute(value) else _against(base, value)
+
+
+def _looks_like_path(value: str) -> bool:
+    """Whether a model reference can only be a path: ``./x``, ``../x``, ``x.gguf``, or with a ``/`` but not of the
+    Hub repo id form ``owner/name`` (``runs/x/pruned``)."""
+    return (
+        value in (".", "..")
+        or value.startswith(("./", "../"))
+        or value.endswith(".gguf")
+        or ("/" in value and not _HUB_ID_SHAPE.match(value))
+    )
+
+
+def _resolve_model(value, base: Path):
+    """A model reference (``model``, an ``evaluate.models`` entry) resolved against ``base`` only when it is a local
+    path: it exists relative to ``base``, or it cannot be anything but a path (``_looks_like_path``). Hub repo ids
+    (``org/name``), the alias, baselines and ``@`` references stay as written."""
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or value.startswith("@")
+        or value == SMOLLM2_ALIAS
+        or value.lower() in BASELINE_NAMES
+        or _is_absolute(value)
+    ):
+        return value
+    if _exists(base / value) or _looks_like_path(value):
+        return _against(base, value)
+    return value
+
+
+def resolve_recipe_paths(data: dict, base: Path) -> dict:
+    """Make the relative paths of a recipe's raw settings absolute against ``base``, the recipe file's folder.
+
+    Always paths: ``run_dir``, ``prune.calib`` (except the word ``bundled``), ``finetune.train``,
+    ``evaluate.data_dir`` entries and ``evaluate.cache_dir``. Model references (``model`` and the entries of
+    ``evaluate.models``) only when they are local paths (``_resolve_model``). Absolute paths stay; values of the
+    wrong type stay for validation to report. Returns a new dict."""
+    import copy
+
+    data = copy.deepcopy(data)
+    base = base.resolve()
+    for section, fields in RECIPE_PATH_FIELDS.items():
+        node = data if section is None else data.get(section)
+        if not isinstance(node, dict):
+            continue
+        for field in fields:
+            if field in node and not (section == "prune" and node[field] == "bundled"):
+                node[field] = _resolve_path(node[field], base)
+    for section, fields in RECIPE_PATH_LISTS.items():
+        node = data.get(section)
+        if not isinstance(node, dict):
+            continue
+        for field in fields:
+            if isinstance(node.get(field), list):
+                node[field] = [_resolve_path(v, base) for v in node[field]]
+    if "model" in data:
+        data["model"] = _resolve_model(data["model"], base)
+    evaluate = data.get("evaluate")
+    if isinstance(evaluate, dict) and isinstance(evaluate.get("models"), list):
+        evaluate["models"] = [_resolve_model(m, base) for m in evaluate["models"]]
+    return data
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
-    """Read a recipe YAML, apply ``--set`` overrides, validate; errors name the recipe and the field."""
+    """Read a recipe YAML, resolve its relative paths against the recipe's folder (``resolve_recipe_paths``), apply
+    ``--set`` overrides (whose relative paths stay relative to the current directory), validate; errors name the
+    recipe and the field."""
     import yaml
 
     path = Path(path)
     if not path.is_file():
         raise EffirError(f"Recipe '{path}' does not exist.")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise EffirError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a recipe is YAML.") from None
+    except OSError as exc:
+        raise EffirError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
+    try:
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise EffirError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from None
     if not isinstance(data, dict):
         raise EffirError(f"{path}: a recipe is a mapping of settings.")
+    data = resolve_recipe_paths(data, path.parent)
     data = apply_overrides(data, overrides or [])
     try:
         return PipelineConfig(**data)

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from .config import EncoderConfig
+from .trust import trust_remote_code
 
 
 def appends_eos(tokenizer) -> bool:
@@ -85,8 +86,9 @@ class Encoder:
     def from_pretrained(cls, path: str, config: EncoderConfig | None = None, dtype=None, device: str = "cpu"):
         from transformers import AutoModel, AutoTokenizer
 
-        model = AutoModel.from_pretrained(path, trust_remote_code=True, dtype=dtype).to(device).eval()
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+        trust = trust_remote_code(path)
+        model = AutoModel.from_pretrained(path, trust_remote_code=trust, dtype=dtype).to(device).eval()
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust)
         return cls(model, tokenizer, config)
 
     def tokenize(self, texts: list[str]):
@@ -216,11 +218,12 @@ def sentence_transformer(folder: str, config: EncoderConfig, dtype=None, device:
     # Pin the text modality: by default sentence-transformers 6 also enables the "message" modality whenever the
     # tokenizer has a chat template, and then renders plain text through it (a system turn, and the template's
     # closing tokens as the pooled token), so a chat model would be trained on inputs it is never scored on.
+    trust = trust_remote_code(folder)
     transformer = Transformer(
         folder,
-        model_kwargs={"trust_remote_code": True, **({"dtype": dtype} if dtype is not None else {})},
-        processor_kwargs={"trust_remote_code": True},
-        config_kwargs={"trust_remote_code": True},
+        model_kwargs={"trust_remote_code": trust, **({"dtype": dtype} if dtype is not None else {})},
+        processor_kwargs={"trust_remote_code": trust},
+        config_kwargs={"trust_remote_code": trust},
         max_seq_length=config.max_length,
         modality_config={"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
         module_output_name="token_embeddings",
@@ -232,5 +235,5 @@ def sentence_transformer(folder: str, config: EncoderConfig, dtype=None, device:
         device=device,
         prompts={"query": config.query_prompt, "document": config.document_prompt},
         similarity_fn_name="cosine",
-        trust_remote_code=True,
+        trust_remote_code=trust,
     )

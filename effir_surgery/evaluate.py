@@ -17,17 +17,25 @@ import json
 import os
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from . import __version__
-from ._logging import info
+from ._logging import Every, estimate_line, format_rate, info, info_line, progress_line
 from .beir import BeirSplit, load_beir
 from .config import EvalConfig
 from .errors import EffirError
-from .retrievers import RetrieverSpec, load_dense, measure_in_fresh_process, resolve_retriever
+from .retrievers import (
+    BM25_NAMES,
+    MINILM_NAMES,
+    RetrieverSpec,
+    load_dense,
+    measure_in_fresh_process,
+    resolve_retriever,
+)
 from .save import invocation
 
 RESULTS_SCHEMA = "effir-surgery/results/v1"
@@ -58,24 +66,71 @@ class TaskSource:
 
 
 def _mteb_task_names() -> dict[str, str]:
-    import mteb
+    """Every MTEB retrieval task name, lowercased -> as registered.
 
-    return {t.metadata.name.lower(): t.metadata.name for t in mteb.get_tasks(task_types=["Retrieval"])}
+    Importing mteb to read its registry takes several seconds, so the names are kept in the toolkit's cache, keyed
+    by the installed mteb version: a mistyped ``--task`` then answers at once from the second call on.
+    """
+    import importlib.metadata
+
+    from .load import cache_dir
+
+    try:
+        version = importlib.metadata.version("mteb")
+    except importlib.metadata.PackageNotFoundError:
+        version = "none"
+    path = cache_dir() / "mteb" / f"retrieval-tasks-{version}.json"
+    try:
+        names = json.loads(path.read_text())
+    except (OSError, ValueError):
+        import mteb
+
+        names = sorted(t.metadata.name for t in mteb.get_tasks(task_types=["Retrieval"]))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(names) + "\n")
+            os.replace(tmp, path)  # atomic: a concurrent reader sees the old file or the whole new one
+        except OSError:  # a read-only cache only costs the next call the import again
+            pass
+    return {name.lower(): name for name in names}
+
+
+def unknown_task(name: str, known: dict[str, str], close: list[str]) -> EffirError:
+    """The one-line refusal of a task name mteb does not know, with the closest registered names (``close``,
+    lowercased keys of ``known``)."""
+    hint = f"; did you mean {' or '.join(known[c] for c in close)}?" if close else "."
+    return EffirError(
+        f"Unknown MTEB retrieval task '{name}'{hint} For your own BEIR folder, drop --task: --data-dir FOLDER "
+        "alone names the task after the folder."
+    )
 
 
 def resolve_tasks(config: EvalConfig) -> list[TaskSource]:
     """Pair task names and folders, checking folders and names before any model is loaded.
 
-    A folder whose task name is not a known MTEB retrieval task is scored with generic metadata (main score
-    nDCG@10, ``ignore_identical_ids`` off) and a warning that says so. ``--max-queries``/``--max-docs`` subsample
-    local folders only, so with Hub tasks alone they are refused rather than silently ignored.
+    A ``--task`` name for the Hub must be an MTEB retrieval task, and one paired with a folder must not be a near
+    miss of one (both refused with the closest names). A folder's task (``--task``, else the folder's name) that is
+    not a known MTEB retrieval task is scored with generic metadata (main score nDCG@10, ``ignore_identical_ids``
+    off) and a warning that says so. ``--max-queries``/``--max-docs`` subsample local folders only, so with Hub
+    tasks alone they are refused rather than silently ignored.
     """
     if not config.data_dir and (config.max_queries is not None or config.max_docs is not None):
         raise EffirError(
             "--max-queries/--max-docs subsample a local BEIR folder; a Hub task (--task without --data-dir) is "
             "always scored in full. Pass --data-dir FOLDER with the task, or drop them."
         )
+    import difflib
+
     known = _mteb_task_names()
+    for name in config.task:
+        if name.lower() in known:
+            continue
+        # A Hub task must exist. With a local folder an unknown name may be the user's own dataset, but one within
+        # a letter or two of a registered task (SciFakt) is a typo that would otherwise run for many minutes.
+        close = difflib.get_close_matches(name.lower(), list(known), n=3, cutoff=0.8 if config.data_dir else 0.6)
+        if not config.data_dir or close:
+            raise unknown_task(name, known, close)
     sources = []
     if config.data_dir:
         names = config.task or [Path(d).name for d in config.data_dir]
@@ -86,22 +141,14 @@ def resolve_tasks(config: EvalConfig) -> list[TaskSource]:
             if name.lower() not in known:
                 how = "--task" if config.task else "the folder name"
                 info(
-                    f"[yellow]warning[/]: '{name}' (from {how}) is not a known MTEB retrieval task, so {folder} is "
-                    "scored with generic metadata: main score nDCG@10, ignore_identical_ids off (a query may "
-                    "retrieve a document with its own id). If it is an MTEB dataset, name it, e.g. "
+                    f"[yellow]warning[/]: '{name}' (from {how}) is not a known MTEB retrieval task, so "
+                    f"{folder} is scored with generic metadata: main score nDCG@10, ignore_identical_ids off (a "
+                    "query may retrieve a document with its own id). If it is an MTEB dataset, name it, e.g. "
                     f"--task ArguAna --data-dir {folder}."
                 )
             sources.append(TaskSource(known.get(name.lower(), name), folder))
     else:
-        for name in config.task:
-            if name.lower() not in known:
-                close = [k for k in known.values() if name.lower()[:4] in k.lower()][:5]
-                raise EffirError(
-                    f"Unknown MTEB retrieval task '{name}'"
-                    + (f"; did you mean {', '.join(close)}?" if close else ".")
-                    + " For a local BEIR folder pass --data-dir."
-                )
-            sources.append(TaskSource(known[name.lower()], None))
+        sources = [TaskSource(known[name.lower()], None) for name in config.task]
     return sources
 
 
@@ -232,6 +279,134 @@ def _run_mteb(model, task, cache_dir: Path, batch_size: int, split: str, devices
     return {m: float(scores[m]) for m in METRICS}
 
 
+# Corpus encoding is timed over at least this long after its first (warm-up) batch before an estimate is printed;
+# progress lines (runs without progress bars) follow at most this often.
+MEASURE_SECONDS = 2.0
+PROGRESS_SECONDS = 30.0
+
+
+class CorpusTimer:
+    """While entered, times the corpus (document) encoding of a sentence-transformers ``model``, batch by batch,
+    without changing what is encoded.
+
+    ``model.encode_document`` (what mteb calls for the corpus, once per chunk of up to 50,000 documents) is
+    wrapped to know when documents are encoded and to tokenize a seeded sample of them (their mean truncated
+    length); a forward hook counts each batch's documents and tokens. The first batch is warm-up; once
+    ``MEASURE_SECONDS`` more have passed and documents remain, one line gives the corpus size and an estimate,
+    ``SciFact: 5,183 documents, ~295 tokens each; about 1,730 tokens/s on cpu: estimated total 14 min (ETA 14:05)``,
+    from the tokens/s measured so far. sentence-transformers encodes the longest documents first, so the first
+    rate is the slowest per token and the estimate errs long; the ETA of later lines (runs without progress bars
+    only, at most every ``PROGRESS_SECONDS``) uses the rate over all batches since the first.
+
+    Nothing is printed when the corpus is encoded before the measurement ends (small corpora), when mteb's cache
+    holds the scores (nothing is encoded), or when encoding runs in worker processes (several devices), where the
+    hook sees no batch. ``documents`` is the corpus size when known (a local folder); otherwise the sizes of the
+    chunks seen so far.
+    """
+
+    def __init__(self, model, label: str, documents: int | None, interactive: bool, clock=time.monotonic):
+        self.model, self.label, self.total, self.interactive, self.clock = model, label, documents, interactive, clock
+        self.active = False
+        self.done = self.tokens = 0
+        self.mean_tokens: float | None = None
+        self.started: float | None = None  # when the first encode_document call began
+        self.mark: tuple[float, int, int] | None = None  # (time, tokens, documents) after the first batch
+        self.estimated = False
+        self.every: Every | None = None
+
+    def __enter__(self) -> CorpusTimer:
+        original = self.model.encode_document
+
+        def encode_document(inputs, *args, **kwargs):
+            self._begin(inputs, kwargs.get("prompt"))
+            self.active = True
+            try:
+                return original(inputs, *args, **kwargs)
+            finally:
+                self.active = False
+
+        self.model.encode_document = encode_document  # an instance attribute: only this model object, until exit
+        self.hook = self.model.register_forward_hook(self._batch_done)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.hook.remove()
+        del self.model.encode_document
+
+    def _begin(self, inputs, prompt: str | None) -> None:
+        texts = [inputs] if isinstance(inputs, str) else list(inputs)
+        if self.total is None or self.done + len(texts) > self.total:
+            self.total = self.done + len(texts)
+        if self.started is None:
+            self.started = self.clock()
+        if self.mean_tokens is None and texts and all(isinstance(t, str) for t in texts):
+            sample = random.Random(0).sample(texts, min(256, len(texts)))
+            try:
+                lengths = self.model.tokenizer(
+                    [(prompt or "") + t for t in sample], truncation=True, max_length=self.model.max_seq_length
+                )["input_ids"]
+            except Exception:  # an estimate must never stop an evaluation: fall back on documents/s
+                return
+            self.mean_tokens = sum(len(ids) for ids in lengths) / len(lengths)
+
+    def _batch_done(self, module, args, output) -> None:
+        if not self.active:
+            return
+        features = args[0] if args else None  # a dict or a tokenizer's BatchEncoding (a Mapping)
+        mask = features.get("attention_mask") if isinstance(features, Mapping) else None
+        if mask is None:
+            return
+        self.done += int(mask.shape[0])
+        self.tokens += int(mask.sum())
+        now = self.clock()
+        if self.mark is None:
+            self.mark = (now, self.tokens, self.done)
+            return
+        if self.done >= self.total or now <= self.mark[0]:
+            return
+        rate, unit = self.rate(now)
+        if rate <= 0:
+            return
+        left = self.seconds_left(rate)
+        if not self.estimated:
+            if now - self.mark[0] < MEASURE_SECONDS:
+                return
+            self.estimated = True
+            self.every = Every(PROGRESS_SECONDS, self.clock)
+            what = f"{self.label}: {self.total:,} documents"
+            if self.mean_tokens is not None:
+                what += f", ~{self.mean_tokens:.0f} tokens each"
+            where = str(self.model.device)
+            info_line(estimate_line(what, f"{format_rate(rate)} {unit}", where, now - self.started + left, left))
+        elif not self.interactive and self.every.due():
+            info_line(progress_line(f"{self.label}: encoded {self.done:,}/{self.total:,} documents", left))
+
+    def rate(self, now: float) -> tuple[float, str]:
+        """Tokens per second since the end of the first batch, or documents per second when the documents were
+        not tokenized (not text)."""
+        elapsed = now - self.mark[0]
+        if self.mean_tokens is not None:
+            return (self.tokens - self.mark[1]) / elapsed, "tokens/s"
+        return (self.done - self.mark[2]) / elapsed, "documents/s"
+
+    def seconds_left(self, rate: float) -> float:
+        """The time the rest of the corpus takes at ``rate``: the expected tokens (documents x the sample's mean)
+        less those encoded, at least one per document left; or the documents left at a document rate."""
+        left_docs = self.total - self.done
+        if self.mean_tokens is None:
+            return left_docs / rate
+        return max(self.total * self.mean_tokens - self.tokens, left_docs) / rate
+
+
+def _corpus_timer(model, spec: RetrieverSpec, label: str, documents: int | None):
+    """A ``CorpusTimer`` around a dense model's mteb run; nothing for BM25 (its indexing is not timed)."""
+    import contextlib
+
+    if spec.kind == "bm25" or not hasattr(model, "register_forward_hook"):
+        return contextlib.nullcontext()
+    return CorpusTimer(model, label, documents, _tty())
+
+
 def encode_devices(config: EvalConfig) -> list[str]:
     """Devices to spread dense encoding over: ``config.devices``, or every GPU when ``device`` is ``auto`` and
     there is more than one. One device (or none) means ordinary single-process encoding."""
@@ -275,7 +450,23 @@ def _load_model(spec: RetrieverSpec, config: EvalConfig):
 
 
 def evaluate(config: EvalConfig) -> EvalResults:
-    """Evaluate every model of ``config`` on every task; write results.json, results.md and tradeoff.png."""
+    """Evaluate every model of ``config`` on every task; write results.json, results.md and tradeoff.png. Code in a
+    model folder that is not this toolkit's runs only with ``config.trust_remote_code`` (``trust.py``)."""
+    from .trust import allowing_foreign_code
+
+    with allowing_foreign_code(config.trust_remote_code):
+        return _evaluate(config)
+
+
+def _evaluate(config: EvalConfig) -> EvalResults:
+    """The body of ``evaluate``, with the trust decision in force."""
+    from .extras import require_eval
+    from .load import resolve_device
+
+    names = {m.lower() for m in config.models}
+    require_eval(bm25=bool(names & BM25_NAMES), minilm=bool(names & MINILM_NAMES))
+    for device in {config.device, *config.devices}:
+        resolve_device(device)  # a GPU this machine lacks fails before anything is loaded or written
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tasks = resolve_tasks(config)
     specs = _unique([resolve_retriever(name) for name in config.models])  # fails early on a bad model path
@@ -304,7 +495,10 @@ def evaluate(config: EvalConfig) -> EvalResults:
             if sub:
                 info(f"{source.name}: subsampled to {sub['note']}")
     out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a file of that name, a folder that cannot be written
+        raise EffirError(f"Cannot create the output folder '{out}': {exc.strerror or exc}; use another -o.") from None
     speed_texts = _speed_texts(local, config)
     devices = encode_devices(config)
     if len(devices) > 1:
@@ -330,16 +524,18 @@ def evaluate(config: EvalConfig) -> EvalResults:
 
                 task, sub, dataset, key = mteb.get_task(source.name), None, f"mteb:{source.name}", "hub"
             unknown = len(local[source.name][0].unknown_qrels) if source.folder is not None else None
-            info(f"Evaluating {spec.name} on {source.name} ...")
+            sizes = f": {len(data.queries):,} queries, {len(data.corpus):,} documents" if source.folder else ""
+            info(f"Evaluating {spec.name} on {source.name}{sizes} ...")
             # one cache per model content, task content and encoding settings: results can never be mixed up
             cache = (
                 (config.cache_dir or out / "mteb-cache")
                 / f"{_slug(spec.name)}-{spec.key}"
                 / f"{_slug(source.name)}-{key}-{_settings_key(spec, config)}"
             )
-            scores = _run_mteb(
-                model, task, cache, config.batch_size, config.split, devices if spec.kind != "bm25" else ()
-            )
+            with _corpus_timer(model, spec, source.name, len(data.corpus) if source.folder else None):
+                scores = _run_mteb(
+                    model, task, cache, config.batch_size, config.split, devices if spec.kind != "bm25" else ()
+                )
             import mteb
 
             entry["tasks"].append(

@@ -17,7 +17,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -26,12 +25,15 @@ from pydantic import BaseModel
 from . import __version__
 from ._logging import info
 from ._memory import available_memory, format_bytes
-from .card import REMOTE_CODE_FILES, file_sha256, render_model_card
+from .card import file_sha256, render_model_card
 from .config import PushConfig, VerifyConfig, check_repo_id
 from .errors import EffirError
-from .load import check_safetensors
+from .folder import HF_DIR, REMOTE_CODE_FILES, expected_auto_map
+from .load import check_safetensors, missing_local_path, tensor_mismatches
+from .outputs import scratch_folder
 from .plan import SurgeryPlan
-from .save import HF_DIR, _reload_inputs, check_folder_files, expected_auto_map
+from .save import _reload_inputs, check_folder_files
+from .trust import extra_code_findings, remote_code_findings
 
 # Folders holding a run's working state; never part of a published model.
 _WORK_DIRS = {"__pycache__", "checkpoints", "runs", "wandb"}
@@ -58,7 +60,7 @@ class PreflightReport(BaseModel):
     Attributes:
         files: what ``push`` uploads; ``skipped``: what lies in the folder but is not uploaded, with the reason.
         problems: each reason the folder may not be published (empty when it may).
-        notes: things worth knowing that do not block publishing (remote code differing from this version's copy).
+        notes: things worth knowing that do not block publishing.
         model_class: the class the folder's config builds (weights were checked against it).
         reload: the clean-process reload report, when the reload ran; ``reload_skipped``: why it did not run
             although it was asked for (not enough memory).
@@ -193,55 +195,6 @@ def publishable_files(folder: str | Path) -> tuple[list[FolderFile], list[str]]:
     return sorted(files, key=lambda f: f.path), skipped
 
 
-def _config_object(data: dict):
-    """The config object ``config.json`` describes: an effir config from the toolkit's sealed classes (``verify``
-    checks that the folder ships the same code) or a stock transformers config. Raises ``ValueError``."""
-    model_type = str(data.get("model_type", ""))
-    if model_type.startswith("effir_"):
-        from .hf.configuration_effir import EFFIR_CONFIGS
-
-        cls = next((c for c in EFFIR_CONFIGS.values() if c.model_type == model_type), None)
-        if cls is None:
-            raise ValueError(f"model_type '{model_type}' is unknown to effir-surgery {__version__}")
-        return cls.from_dict(dict(data))
-    from transformers import CONFIG_MAPPING
-
-    if model_type not in CONFIG_MAPPING:
-        raise ValueError(f"model_type '{model_type}' is unknown to transformers")
-    return CONFIG_MAPPING[model_type].from_dict(dict(data))
-
-
-def expected_tensors(data: dict) -> tuple[str, list[dict[str, tuple[int, ...]]]]:
-    """The tensors of the model a folder's ``config.json`` describes, built on the meta device (no memory).
-
-    The class is the causal LM unless ``architectures`` names a base model. Returns ``(class name, groups)``: one
-    group per distinct tensor, mapping each of its names to its shape. Tied tensors form one group
-    (``lm_head.weight`` with ``model.embed_tokens.weight``), of which a checkpoint stores one name.
-
-    Raises:
-        ValueError, KeyError, TypeError: the config does not build a model.
-    """
-    import torch
-
-    config = _config_object(data)
-    causal = all(a.endswith("ForCausalLM") for a in data.get("architectures") or [])
-    if str(data.get("model_type", "")).startswith("effir_"):
-        from .hf.modeling_effir import EFFIR_MODELS
-
-        base_cls, causal_cls = EFFIR_MODELS[config.base_model_type]
-        cls = causal_cls if causal else base_cls
-    else:
-        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_MAPPING
-
-        cls = (MODEL_FOR_CAUSAL_LM_MAPPING if causal else MODEL_MAPPING)[type(config)]
-    with torch.device("meta"):
-        model = cls(config)
-    groups: dict[int, dict[str, tuple[int, ...]]] = {}
-    for name, tensor in model.state_dict(keep_vars=True).items():
-        groups.setdefault(id(tensor), {})[name] = tuple(tensor.shape)
-    return cls.__name__, list(groups.values())
-
-
 def _weight_files(folder: Path) -> tuple[list[Path], dict[str, str] | None, list[str]]:
     """The safetensors files transformers loads from ``folder``, the index's tensor -> file map if sharded, and
     problems with the set of files (missing shards, files no loader reads)."""
@@ -303,20 +256,9 @@ def _weight_problems(folder: Path, data: dict) -> tuple[list[str], str | None]:
         if misplaced:
             problems.append(f"the index maps {len(misplaced)} tensor(s) to the wrong shard: {_describe(misplaced)}")
     try:
-        class_name, groups = expected_tensors(data)
+        class_name, missing, unexpected, wrong = tensor_mismatches(stored, data)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         return [*problems, f"config.json does not build a model ({type(exc).__name__}: {exc})"], None
-    missing, wrong, seen = [], [], set()
-    for group in groups:
-        present = [name for name in group if name in stored]
-        if not present:
-            name, shape = next(iter(group.items()))
-            missing.append(f"'{name}' {list(shape)}")
-        for name in present:
-            seen.add(name)
-            if stored[name][1] != group[name]:
-                wrong.append(f"'{name}' is {list(stored[name][1])} in {stored[name][0]}, expected {list(group[name])}")
-    unexpected = [f"'{name}'" for name in stored if name not in seen]
     if missing:
         problems.append(f"the weights lack {len(missing)} tensor(s) that {class_name} has: {_describe(missing)}")
     if unexpected:
@@ -370,18 +312,6 @@ def _metadata_problems(folder: Path, data: dict) -> list[str]:
                     f"{dropped_attention}"
                 )
     return problems
-
-
-def _remote_code_notes(folder: Path, data: dict) -> list[str]:
-    if not str(data.get("model_type", "")).startswith("effir_"):
-        return []
-    written_by = (data.get("effir_surgery") or {}).get("tool_version", "an unknown version")
-    return [
-        f"{name} differs from the copy in effir-surgery {__version__} (the folder was written by {written_by}); "
-        "`effir-surgery verify` shows where"
-        for name in REMOTE_CODE_FILES
-        if (folder / name).is_file() and file_sha256(folder / name) != file_sha256(HF_DIR / name)
-    ]
 
 
 def _reload_problems(folder: Path, data: dict) -> tuple[list[str], dict | None]:
@@ -463,7 +393,12 @@ def preflight(folder: str | Path, *, reload: bool = True) -> PreflightReport:
         weight_problems, model_class = _weight_problems(folder, data)
         problems += weight_problems
         problems += _metadata_problems(folder, data)
-        notes = _remote_code_notes(folder, data)
+        # check_folder_files reported missing remote-code files and expected auto_map entries; what it does not
+        # see: sealed files edited, and code references beyond them
+        model_type = str(data.get("model_type", ""))
+        expected = expected_auto_map(model_type) if model_type.startswith("effir_") else None
+        foreign = [f for f in remote_code_findings(folder) if f.endswith("differs from the copy effir-surgery ships")]
+        problems += [f"remote code: {finding}" for finding in foreign + extra_code_findings(folder, expected)]
     if not problems:
         try:
             render_model_card(folder)
@@ -697,6 +632,9 @@ def _verify_folder(folder: Path, target: str, revision: str | None) -> VerifyRes
                 f"'{target}' has stock model_type '{model_type}' but an auto_map ({refs}): that remote code is not "
                 "effir-surgery's."
             )
+        foreign = extra_code_findings(folder, None)
+        if foreign:
+            raise EffirError(f"'{target}' would run code that is not effir-surgery's: " + "; ".join(foreign) + ".")
         return VerifyResult(target=target, revision=revision, model_type=model_type, written_by=None, files=[])
     checks = [_compare_file(folder / name, HF_DIR / name) for name in REMOTE_CODE_FILES]
     failures = []
@@ -714,6 +652,7 @@ def _verify_folder(folder: Path, target: str, revision: str | None) -> VerifyRes
     for auto, want in (expected or {}).items():
         if auto_map.get(auto) != want:
             failures.append(f"auto_map.{auto} is {auto_map.get(auto)!r}, expected '{want}'")
+    failures += extra_code_findings(folder, expected or {})
     if failures:
         hint = (
             f" The files were written by effir-surgery {written_by}; verify with that version."
@@ -725,7 +664,8 @@ def _verify_folder(folder: Path, target: str, revision: str | None) -> VerifyRes
 
 
 def _download_remote_code(repo_id: str, revision: str | None, into: Path) -> None:
-    """Download ``config.json`` and, for an effir config, the remote-code files of ``repo_id`` into ``into``.
+    """Download what decides whether ``repo_id`` runs foreign code into ``into``: ``config.json``,
+    ``tokenizer_config.json``, ``modules.json`` and every ``.py`` file of the repo.
 
     Downloads bypass the local Hub cache (a fresh ``local_dir``), so what is verified is what the Hub serves now;
     offline this fails instead of verifying a stale copy. A missing remote-code file is left for ``verify`` to
@@ -741,12 +681,9 @@ def _download_remote_code(repo_id: str, revision: str | None, into: Path) -> Non
     # after the download's five retries, and it says which files exist.
     with _quiet_hub_logging():
         try:
-            infos = huggingface_hub.HfApi().get_paths_info(
-                repo_id, ["config.json", *REMOTE_CODE_FILES], repo_type="model", revision=revision
-            )
+            present = set(huggingface_hub.HfApi().list_repo_files(repo_id, repo_type="model", revision=revision))
         except Exception as exc:  # network and Hub errors, all mapped to one line (see push)
             raise failed("config.json", exc) from None
-        present = {getattr(i, "path", None) for i in infos}
 
         def fetch(name: str) -> bool:
             if name not in present:
@@ -761,8 +698,8 @@ def _download_remote_code(repo_id: str, revision: str | None, into: Path) -> Non
 
         if not fetch("config.json"):
             raise EffirError(f"'{repo_id}' has no config.json; it is not a model repo.")
-        if str(json.loads((into / "config.json").read_text()).get("model_type", "")).startswith("effir_"):
-            for name in REMOTE_CODE_FILES:
+        for name in sorted(present):
+            if name in ("tokenizer_config.json", "modules.json") or name.endswith(".py"):
                 fetch(name)
 
 
@@ -783,7 +720,8 @@ def verify(config: VerifyConfig) -> VerifyResult:
     """Check that the remote code of a local folder or a Hub repo is exactly the code this toolkit version ships
     (``effir_surgery/hf``), and that ``auto_map`` points every auto class at it.
 
-    For a repo id only ``config.json`` and the remote-code files are downloaded. A stock config (no remote code)
+    For a repo id only ``config.json``, ``tokenizer_config.json``, ``modules.json`` and the ``.py`` files are
+    downloaded. A stock config (no remote code)
     passes with nothing to compare.
 
     Raises:
@@ -797,10 +735,13 @@ def verify(config: VerifyConfig) -> VerifyResult:
         if config.revision:
             raise EffirError("--revision applies to a Hub repo id, not to a local folder.")
         return _verify_folder(path, config.model, None)
+    local = missing_local_path(config.model)
+    if local is not None:
+        raise EffirError(f"'{config.model}' not found: {local}. Pass a saved model folder or a Hub repo id.")
     try:
         check_repo_id(config.model)
     except ValueError:
         raise EffirError(f"'{config.model}' is neither an existing folder nor a Hub repo id (owner/name).") from None
-    with tempfile.TemporaryDirectory(prefix="effir-verify-") as tmp:
-        _download_remote_code(config.model, config.revision, Path(tmp))
-        return _verify_folder(Path(tmp), config.model, config.revision)
+    with scratch_folder("effir-verify") as tmp:
+        _download_remote_code(config.model, config.revision, tmp)
+        return _verify_folder(tmp, config.model, config.revision)

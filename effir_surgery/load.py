@@ -8,14 +8,13 @@ This is the only module that reads source checkpoints.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import importlib.util
 import json
 import os
 import re
-import shutil
 import struct
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -23,6 +22,8 @@ from typing import Literal
 from ._logging import info
 from .arch import ArchSpec, ModelShape, resolve_spec, shape_from_config
 from .errors import EffirError
+from .outputs import remove_stale_siblings, remove_tree, sibling
+from .trust import trust_remote_code
 
 SMOLLM2_ALIAS = "smollm2-135m"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -50,6 +51,16 @@ class ModelSource:
     gguf_file: str | None = None
     revision: str | None = None
     base_model: str | None = None
+
+    @property
+    def local_paths(self) -> list[str]:
+        """What this source reads on this machine (a folder, or a GGUF file); a command's output must not overlap
+        it (``outputs.check_output``)."""
+        if self.kind == "folder":
+            return [self.path]
+        if self.kind == "gguf":
+            return [str(Path(self.path) / self.gguf_file)]
+        return []
 
 
 def smollm2_gguf() -> Path:
@@ -90,12 +101,26 @@ def _resolve_source(model: str, revision: str | None) -> ModelSource:
         if not path.is_dir():
             raise EffirError(f"'{model}' is a file, not a model folder; pass a folder, a .gguf file or a repo id.")
         return ModelSource(model, "folder", str(path.resolve()))
-    if _HUB_ID.match(model) and not model.startswith((".", "/")):
+    local = missing_local_path(model)
+    if local is None and _HUB_ID.match(model):
         return ModelSource(model, "hub", model, None, revision, model)
     raise EffirError(
-        f"Model '{model}' not found: no such folder. Pass an existing folder, a .gguf file, "
-        f"a Hub repo id (org/name) or '{SMOLLM2_ALIAS}'."
+        f"Model '{model}' not found: {local or 'no such folder'}. Fix the path, or pass an existing folder, a .gguf "
+        f"file, a Hub repo id (org/name) or '{SMOLLM2_ALIAS}'."
     )
+
+
+def missing_local_path(name: str) -> str | None:
+    """Why ``name``, which does not exist, must have been meant as a local path (``"there is no local folder
+    ..."``), or None when it may be a Hub repo id. A relative path ``a/b`` has the shape of a repo id, so it is
+    taken as local when it starts like a path (``.``, ``/``, ``~``) or when its first part is a folder here: a typo
+    then says "no such folder" at once instead of asking the Hub."""
+    first, _, rest = name.partition("/")
+    if name.startswith((".", "/", "~")) or "\\" in name or not rest:
+        return f"there is no local folder '{name}' (relative to {Path.cwd()})"
+    if Path(first).expanduser().is_dir():
+        return f"there is no local folder '{name}' ('{first}' exists in {Path.cwd()} but has no '{rest}')"
+    return None
 
 
 def safetensors_header(path: Path) -> tuple[int, dict]:
@@ -144,10 +169,36 @@ def weight_files(folder: Path) -> list[Path]:
     return [folder / s for s in shards]
 
 
-def check_folder(folder: Path) -> None:
-    """Validate a local checkpoint folder before loading: config present, safetensors complete and intact."""
-    if not (folder / "config.json").is_file():
+_JSON_KINDS = {list: "list", str: "string", int: "number", float: "number", bool: "boolean", type(None): "null"}
+
+
+def config_data(folder: Path) -> dict:
+    """``folder/config.json`` as a dict. Raises ``EffirError`` (one line) when it is missing, is not JSON, is not a
+    JSON object, or names no ``model_type``: transformers answers those with a traceback, or only later."""
+    path = folder / "config.json"
+    if not path.is_file():
         raise EffirError(f"'{folder}' has no config.json; it is not a Hugging Face model folder.")
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        raise EffirError(f"'{path}' is not valid JSON ({exc}); restore it from the original model.") from None
+    if not isinstance(data, dict):
+        kind = _JSON_KINDS.get(type(data), type(data).__name__)
+        raise EffirError(
+            f"'{path}' holds a JSON {kind}, not an object of model settings; restore it from the original model."
+        )
+    if not isinstance(data.get("model_type"), str) or not data["model_type"].strip():
+        raise EffirError(
+            f"'{path}' has no model_type, so the model family is unknown; add it (for example \"model_type\": "
+            '"llama") or restore the file from the original model.'
+        )
+    return data
+
+
+def check_folder(folder: Path) -> None:
+    """Validate a local checkpoint folder before loading: config.json a JSON object with a ``model_type``
+    (``config_data``), safetensors complete and intact."""
+    config_data(folder)
     files = weight_files(folder)
     if not files:
         hint = (
@@ -156,6 +207,141 @@ def check_folder(folder: Path) -> None:
         raise EffirError(f"'{folder}' has no *.safetensors weights{hint}.")
     for file in files:
         check_safetensors(file)
+
+
+# A tokenizer needs at least one of these: a fast tokenizer's tokenizer.json, or a slow tokenizer's vocabulary
+# (sentencepiece model, BPE or WordPiece vocabulary).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
+
+
+def check_model_folder(folder: Path) -> None:
+    """Everything loading a local model folder needs that can be checked without reading weights: ``check_folder``
+    (config.json, intact safetensors) and, for a family effir-surgery supports, the tensors in the safetensors
+    headers against what config.json builds (``check_weights_match_config``) and a tokenizer file. A folder of
+    another family gets ``check_folder`` only: ``resolve_spec`` refuses it, listing the supported families, where
+    its architecture is needed.
+
+    Raises:
+        EffirError: the first problem found, in one line.
+    """
+    check_folder(folder)
+    data = config_data(folder)
+    try:
+        resolve_spec(data["model_type"])
+    except EffirError:
+        return
+    check_weights_match_config(folder, data)
+    if not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise EffirError(
+            f"'{folder}' has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); copy the tokenizer files of the "
+            "original model into it."
+        )
+
+
+def check_weights_match_config(folder: Path, data: dict) -> None:
+    """Refuse a checkpoint whose safetensors headers lack a tensor that its config.json (``data``) builds, or hold
+    one of another shape (an edited ``intermediate_size``, a config.json of another model), before any weight is
+    read: ``from_pretrained`` would fail only after loading, or fill a missing tensor with random values. Stored
+    tensors the config does not build pass, as they pass ``from_pretrained``. Reads headers only (milliseconds).
+
+    Raises:
+        EffirError: one line naming the first mismatches.
+    """
+    stored = {name: (t.file.name, t.shape) for name, t in CheckpointReader(folder).tensors.items()}
+    try:
+        class_name, missing, _, wrong = tensor_mismatches(stored, data)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        why = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise EffirError(
+            f"'{folder / 'config.json'}' does not build a model ({type(exc).__name__}: {why}); restore it from the "
+            "original model."
+        ) from None
+    problems = [f"{item} is missing" for item in missing] + wrong
+    if problems:
+        more = f" and {len(problems) - 2} more" if len(problems) > 2 else ""
+        raise EffirError(
+            f"The weights in '{folder}' do not match its config.json ({class_name}): {'; '.join(problems[:2])}{more}. "
+            "Restore the config.json that came with these weights, or re-save the model."
+        )
+
+
+def tensor_mismatches(
+    stored: dict[str, tuple[str, tuple[int, ...]]], data: dict
+) -> tuple[str, list[str], list[str], list[str]]:
+    """Compare a checkpoint's tensors (name -> (file name, shape), from safetensors headers) with those of the model
+    its ``config.json`` (``data``) builds (``expected_tensors``).
+
+    Returns ``(class name, missing, unexpected, wrong)``, each a list of short descriptions: tensors of the model
+    that no stored name provides (``'name' [shape]``), stored tensors the model does not have (``'name'``), and
+    stored tensors of another shape (``'name' is [shape] in FILE, expected [shape]``).
+
+    Raises:
+        ValueError, KeyError, TypeError, AttributeError: the config does not build a model.
+    """
+    class_name, groups = expected_tensors(data)
+    missing, wrong, seen = [], [], set()
+    for group in groups:
+        present = [name for name in group if name in stored]
+        if not present:
+            name, shape = next(iter(group.items()))
+            missing.append(f"'{name}' {list(shape)}")
+        for name in present:
+            seen.add(name)
+            if stored[name][1] != group[name]:
+                wrong.append(f"'{name}' is {list(stored[name][1])} in {stored[name][0]}, expected {list(group[name])}")
+    unexpected = [f"'{name}'" for name in stored if name not in seen]
+    return class_name, missing, unexpected, wrong
+
+
+def _config_object(data: dict):
+    """The config object ``config.json`` describes: an effir config from the toolkit's sealed classes (``verify``
+    checks that the folder ships the same code) or a stock transformers config. Raises ``ValueError``."""
+    from . import __version__
+
+    model_type = str(data.get("model_type", ""))
+    if model_type.startswith("effir_"):
+        from .hf.configuration_effir import EFFIR_CONFIGS
+
+        cls = next((c for c in EFFIR_CONFIGS.values() if c.model_type == model_type), None)
+        if cls is None:
+            raise ValueError(f"model_type '{model_type}' is unknown to effir-surgery {__version__}")
+        return cls.from_dict(dict(data))
+    from transformers import CONFIG_MAPPING
+
+    if model_type not in CONFIG_MAPPING:
+        raise ValueError(f"model_type '{model_type}' is unknown to transformers")
+    return CONFIG_MAPPING[model_type].from_dict(dict(data))
+
+
+def expected_tensors(data: dict) -> tuple[str, list[dict[str, tuple[int, ...]]]]:
+    """The tensors of the model a folder's ``config.json`` describes, built on the meta device (no memory).
+
+    The class is the causal LM unless ``architectures`` names a base model. Returns ``(class name, groups)``: one
+    group per distinct tensor, mapping each of its names to its shape. Tied tensors form one group
+    (``lm_head.weight`` with ``model.embed_tokens.weight``), of which a checkpoint stores one name.
+
+    Raises:
+        ValueError, KeyError, TypeError: the config does not build a model.
+    """
+    import torch
+
+    config = _config_object(data)
+    causal = all(a.endswith("ForCausalLM") for a in data.get("architectures") or [])
+    if str(data.get("model_type", "")).startswith("effir_"):
+        from .hf.modeling_effir import EFFIR_MODELS
+
+        base_cls, causal_cls = EFFIR_MODELS[config.base_model_type]
+        cls = causal_cls if causal else base_cls
+    else:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_MAPPING
+
+        cls = (MODEL_FOR_CAUSAL_LM_MAPPING if causal else MODEL_MAPPING)[type(config)]
+    with torch.device("meta"):
+        model = cls(config)
+    groups: dict[int, dict[str, tuple[int, ...]]] = {}
+    for name, tensor in model.state_dict(keep_vars=True).items():
+        groups.setdefault(id(tensor), {})[name] = tuple(tensor.shape)
+    return cls.__name__, list(groups.values())
 
 
 def cache_dir() -> Path:
@@ -187,38 +373,99 @@ def local_folder(source: ModelSource) -> str:
 
 
 def load_config(source: ModelSource):
-    """Read the model config only (cheap), validating the source on the way."""
+    """Read the model config only (cheap), validating the source on the way (a local folder: everything
+    ``check_model_folder`` checks, weights against config included, so a bad folder fails before any work)."""
+    if source.kind == "folder":
+        check_model_folder(Path(source.path))
+    elif source.kind == "hub":
+        check_hub_repo(source.path, source.revision)
+    # imported after the checks above: importing transformers takes a second or more, and a bad path or an
+    # unreachable Hub should answer at once
     from transformers import AutoConfig
 
     if source.kind == "gguf":
         cached = _gguf_cache_folder(source)
         if (cached / "config.json").is_file():
-            return AutoConfig.from_pretrained(cached, trust_remote_code=True)
+            return AutoConfig.from_pretrained(cached, trust_remote_code=False)  # converted by transformers: stock
         with _reading_gguf(source):
             return AutoConfig.from_pretrained(source.path, gguf_file=source.gguf_file)
     if source.kind == "folder":
-        check_folder(Path(source.path))
-        return AutoConfig.from_pretrained(source.path, trust_remote_code=True)
+        trust = source_trust(source)
+        try:
+            return AutoConfig.from_pretrained(source.path, trust_remote_code=trust)
+        except (OSError, ValueError) as exc:  # a model_type transformers does not know, a value it refuses
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+            raise EffirError(f"Could not read the config of '{source.name}': {why}") from None
     try:
-        return AutoConfig.from_pretrained(source.path, revision=source.revision, trust_remote_code=True)
+        trust = source_trust(source)
+        return AutoConfig.from_pretrained(source.path, revision=source.revision, trust_remote_code=trust)
     except (OSError, ValueError) as exc:
-        offline = os.environ.get("HF_HUB_OFFLINE", "") in ("1", "true")
-        why = "HF_HUB_OFFLINE is set" if offline else "the Hub is unreachable or the repo does not exist"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise EffirError(
-            f"Could not fetch '{source.path}' from the Hugging Face Hub ({why}: {first[:160]}), and "
-            f"{_no_local_folder(source.path)}. Fix the path, or pass an existing folder, a .gguf file or "
-            f"'{SMOLLM2_ALIAS}'; for gated repos run `hf auth login`."
-        ) from None
+        raise _hub_error(source.path, str(exc)) from None
 
 
-def _no_local_folder(name: str) -> str:
-    """Why a repo-id-shaped ``name`` (``a/b``) is not a local folder either: a mistyped relative path looks like a
-    repo id, so the Hub error alone would be misleading."""
-    first, _, rest = name.partition("/")
-    if Path(first).expanduser().is_dir():
-        return f"there is no local folder '{name}' ('{first}' exists in {Path.cwd()} but has no '{rest}')"
-    return f"there is no local folder '{name}' (relative to {Path.cwd()})"
+def source_trust(source: ModelSource) -> bool:
+    """The ``trust_remote_code`` to load ``source`` with (``trust.trust_remote_code``): decided from the folder's
+    files, or for a Hub repo from its JSON and Python files fetched into the Hugging Face cache, before any of its
+    code runs. A GGUF source is converted by transformers into a stock folder and needs none.
+
+    Raises:
+        EffirError: the source would run code that is not effir-surgery's and the user did not allow it.
+    """
+    if source.kind == "gguf":
+        return False
+    if source.kind == "folder":
+        return trust_remote_code(source.path, source.name)
+    return trust_remote_code(_hub_code_files(source.path, source.revision), source.name)
+
+
+@functools.cache
+def _hub_code_files(repo_id: str, revision: str | None) -> str:
+    """A local folder with the Hub repo's JSON and Python files (the Hugging Face cache's snapshot)."""
+    from huggingface_hub import snapshot_download
+
+    check_hub_repo(repo_id, revision)
+    try:
+        return snapshot_download(repo_id, revision=revision, allow_patterns=["*.json", "*.py"])
+    except Exception as exc:  # network and Hub errors: one line, as check_hub_repo words them
+        raise _hub_error(repo_id, str(exc) or type(exc).__name__) from None
+
+
+def _hub_error(repo_id: str, why: str) -> EffirError:
+    first = why.strip().splitlines()[0] if why.strip() else "unknown error"
+    return EffirError(
+        f"Could not fetch '{repo_id}' from the Hugging Face Hub ({first[:200]}), and there is no local folder "
+        f"'{repo_id}' (relative to {Path.cwd()}). Fix the path, or pass an existing folder, a .gguf file or "
+        f"'{SMOLLM2_ALIAS}'; for gated repos run `hf auth login`."
+    )
+
+
+@functools.cache
+def check_hub_repo(repo_id: str, revision: str | None = None) -> None:
+    """Fail at once, in one line, when Hub repo ``repo_id`` cannot be read: offline (``HF_HUB_OFFLINE``) and not in
+    the local cache, the Hub unreachable, no such repo or revision, or a gated repo without access.
+
+    One metadata request without retries: huggingface_hub's file downloads retry a failed connection five times
+    with back-off (about 25 s and ten warning lines per file), which is right for a flaky link during a download
+    but not for telling a user that the network or the name is wrong. A repo whose ``config.json`` is in the cache
+    passes without a request (offline use keeps working).
+    """
+    from huggingface_hub import HfApi, constants, try_to_load_from_cache
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    if isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
+        return
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise _hub_error(repo_id, "HF_HUB_OFFLINE is set and the repo is not in the local Hugging Face cache")
+    try:
+        HfApi().model_info(repo_id, revision=revision, timeout=15)
+    except GatedRepoError:
+        raise _hub_error(repo_id, "a gated repo: accept its terms on the Hub, then run `hf auth login`") from None
+    except RevisionNotFoundError:
+        raise _hub_error(repo_id, f"the repo has no revision '{revision}'") from None
+    except RepositoryNotFoundError:
+        raise _hub_error(repo_id, "no such repo, or it is private and you are not logged in") from None
+    except Exception as exc:  # httpx connection and timeout errors, HTTP errors: the Hub cannot be reached
+        raise _hub_error(repo_id, f"the Hub is unreachable: {exc or type(exc).__name__}") from None
 
 
 @contextlib.contextmanager
@@ -231,15 +478,30 @@ def _reading_gguf(source: ModelSource):
     except EffirError:
         raise
     except ImportError as exc:
-        raise EffirError(f"Reading '{path}' needs the gguf package ({exc}): pip install gguf") from None
+        package = exc.name or "gguf"
+        raise EffirError(
+            f"Reading '{path}' needs the {package} package, which is not installed: pip install {package}"
+        ) from None
     except Exception as exc:
         lines = str(exc).strip().splitlines()
         why = lines[0][:200] if lines else type(exc).__name__
+        package = _missing_package(why)
+        if package:  # transformers raises plain errors for missing optional packages: the file is not at fault
+            raise EffirError(
+                f"Reading '{path}' needs the {package} package, which is not installed ({why}): pip install {package}"
+            ) from None
         if "not supported" in why:  # a valid file of an architecture or tensor type transformers cannot convert
             raise EffirError(
                 f"'{path}' is a GGUF file transformers cannot convert ({why}); pass its HF folder."
             ) from None
         raise EffirError(f"'{path}' is not a readable GGUF file ({why}); re-download it.") from None
+
+
+def _missing_package(message: str) -> str | None:
+    """The package an error message says is missing (transformers: "accelerate is required when loading a GGUF
+    file `pip install accelerate`"), or None."""
+    match = re.search(r"pip install ([A-Za-z0-9_.-]+)", message) or re.search(r"\b([\w.-]+) is required", message)
+    return match.group(1) if match else None
 
 
 def ensure_local(source: ModelSource) -> str:
@@ -260,14 +522,16 @@ def _convert_gguf(source: ModelSource) -> Path:
         if getattr(model, "hf_quantizer", None) is not None:
             model.hf_quantizer.remove_quantization_config(model)
         tokenizer = AutoTokenizer.from_pretrained(source.path, gguf_file=source.gguf_file)
-    tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_siblings(target)  # what a conversion killed with SIGKILL left
+    tmp = sibling(target, "tmp")  # named for this host and process, so the next conversion can sweep it
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, target)
+        if not (target / "config.json").is_file():  # another process may have finished the same conversion
+            os.replace(tmp, target)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        remove_tree(tmp)
     return target
 
 
@@ -290,10 +554,33 @@ def torch_dtype(name: str):
 
 
 def resolve_device(device: str) -> str:
+    """The torch device ``device`` names on this machine (``auto``: the first CUDA GPU when there is one, else the
+    CPU). Commands call it before loading anything, so a device this machine lacks fails at once.
+
+    Raises:
+        EffirError: ``cuda`` / ``cuda:N`` without such a CUDA GPU, or ``mps`` without Apple's Metal backend. The
+            spelling itself is checked by the configs (``config.check_device``).
+    """
     import torch
 
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA support" if torch.version.cuda is None else "torch sees no CUDA GPU"
+            raise EffirError(
+                f"Device '{device}' is not available: {why} (torch {torch.__version__}); use cpu or auto."
+            )
+        count = torch.cuda.device_count()
+        if index and int(index) >= count:
+            raise EffirError(
+                f"Device '{device}' does not exist: torch sees {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}."
+            )
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise EffirError(
+            f"Device '{device}' is not available: this machine has no Apple Metal (MPS) backend; use cpu."
+        )
     return device
 
 
@@ -301,16 +588,18 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "auto"
     """Load the causal LM and tokenizer of ``source`` in ``dtype`` on ``device`` (eval mode)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    target = resolve_device(device)  # before anything is loaded: a missing GPU fails at once
     config = load_config(source)
     spec = resolve_spec(config)
     path = ensure_local(source)
     kwargs = {"revision": source.revision} if source.kind == "hub" else {}
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), trust_remote_code=True, **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True, **kwargs)
+        trust = source_trust(source)
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype(dtype), trust_remote_code=trust, **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust, **kwargs)
     except OSError as exc:
         raise EffirError(f"Could not load '{source.name}': {str(exc).splitlines()[0]}") from None
-    model.to(resolve_device(device)).eval()
+    model.to(target).eval()
     return LoadedModel(model, tokenizer, spec, shape_from_config(model.config), source, path)
 
 
@@ -411,7 +700,7 @@ def load_tokenizer(source: ModelSource):
 
     kwargs = {"revision": source.revision} if source.kind == "hub" else {}
     try:
-        return AutoTokenizer.from_pretrained(ensure_local(source), trust_remote_code=True, **kwargs)
+        return AutoTokenizer.from_pretrained(ensure_local(source), trust_remote_code=source_trust(source), **kwargs)
     except OSError as exc:
         raise EffirError(f"Could not load the tokenizer of '{source.name}': {str(exc).splitlines()[0]}") from None
 
@@ -431,7 +720,7 @@ def load_generation_config(folder: str | Path):
 def _parameters_on_meta():
     """Create every parameter on the meta device (no memory) while buffers, such as rotary frequencies, are
     computed for real, exactly as during ``from_pretrained`` (what accelerate's
-    ``init_empty_weights(include_buffers=False)`` does; accelerate is not a core dependency)."""
+    ``init_empty_weights(include_buffers=False)`` does)."""
     import torch
 
     register = torch.nn.Module.register_parameter
@@ -620,6 +909,7 @@ def load_layerwise(source: ModelSource, dtype: str = "float32", device: str = "a
     import torch
     from transformers import AutoModelForCausalLM
 
+    target = torch.device(resolve_device(device))  # before anything is loaded: a missing GPU fails at once
     config = load_config(source)
     spec = resolve_spec(config)
     shape = shape_from_config(config)
@@ -627,9 +917,10 @@ def load_layerwise(source: ModelSource, dtype: str = "float32", device: str = "a
     reader = CheckpointReader(folder)
     tokenizer = load_tokenizer(source)
     with _parameters_on_meta():
-        model = AutoModelForCausalLM.from_config(config, dtype=torch_dtype(dtype), trust_remote_code=True)
+        model = AutoModelForCausalLM.from_config(
+            config, dtype=torch_dtype(dtype), trust_remote_code=source_trust(source)
+        )
     model.eval()
-    target = torch.device(resolve_device(device))
     for module in model.modules():
         for name, buffer in module._buffers.items():
             if buffer is not None and buffer.device.type != "meta":

@@ -7,9 +7,11 @@ reload check -> optional comparison. ``analyze``: importance report, table and p
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
+from rich.markup import escape
 
 from ._logging import info
 from ._memory import available_memory, format_bytes, peak_memory
@@ -28,11 +30,15 @@ from .load import (
     load_tokenizer,
     local_checkpoint,
     local_folder,
+    resolve_device,
     resolve_source,
+    source_trust,
 )
+from .outputs import check_output, output_lock
 from .plan import SurgeryPlan, make_plan, validate_plan_config
-from .save import check_output, invocation, save_model
+from .save import atomic_folder, invocation, save_model
 from .surgery import SurgeryRecord, apply_plan
+from .trust import allowing_foreign_code
 
 
 class PruneResult(BaseModel):
@@ -69,8 +75,8 @@ def _score(source, calibration, config, *, neurons: bool, streaming: bool):
     """Importance report of ``source`` on ``calibration`` (layer by layer when ``streaming``); also returns the
     loaded model when it was loaded whole, so the caller can reuse it."""
     if streaming:
+        loaded = load_layerwise(source, config.dtype, config.device)  # a bad folder fails before anything is said
         info(f"Scoring sublayers layer by layer on {calibration.description} ...")
-        loaded = load_layerwise(source, config.dtype, config.device)
         report = analyze_importance_layerwise(
             loaded,
             calibration,
@@ -96,17 +102,30 @@ def _score(source, calibration, config, *, neurons: bool, streaming: bool):
     return report, loaded
 
 
-def prune(config: PruneConfig) -> PruneResult:
+def prune(config: PruneConfig, on_plan: Callable[[SurgeryPlan], None] | None = None) -> PruneResult:
     """Prune ``config.model`` as configured and save the result (or only print the plan with ``dry_run``).
 
     In streaming mode (``config.streaming``, automatic for models larger than half the available RAM) the
     analysis runs one decoder layer at a time and the surgery streams from disk to disk (``streaming.py``); the
-    saved folder is the same.
+    saved folder is the same. ``on_plan`` is called with the plan as soon as it is made, before the surgery
+    (``run`` prints it there).
     """
     started = time.perf_counter()
     source = resolve_source(config.model, config.revision)
-    if not config.dry_run:
-        check_output(config.output, config.overwrite)
+    resolve_device(config.device)  # a GPU this machine lacks fails before the output is touched
+    with allowing_foreign_code(config.trust_remote_code):
+        if config.dry_run:
+            return _prune(config, source, started, on_plan)
+        return _prune_to(config, source, started, on_plan)
+
+
+def _prune_to(config: PruneConfig, source, started: float, on_plan) -> PruneResult:
+    with output_lock(config.output):  # checked under the lock: a second writer cannot pass the check meanwhile
+        check_output(config.output, config.overwrite, [*source.local_paths, config.calib, config.importance])
+        return _prune(config, source, started, on_plan)
+
+
+def _prune(config: PruneConfig, source, started: float, on_plan) -> PruneResult:
     model_config = load_config(source)
     shape = shape_from_config(model_config)
     validate_plan_config(shape, config)
@@ -122,6 +141,8 @@ def prune(config: PruneConfig) -> PruneResult:
         report, loaded = _score(source, calibration, config, neurons=config.wants_width, streaming=streaming)
     plan = make_plan(shape, config, report, model_name=config.model)
     plan = plan.model_copy(update={"revision": config.revision}) if config.revision else plan
+    if on_plan is not None:
+        on_plan(plan)
     if config.dry_run:
         return PruneResult(plan=plan, seconds=time.perf_counter() - started)
 
@@ -176,7 +197,9 @@ def prune(config: PruneConfig) -> PruneResult:
 
         texts = load_calibration(config.calib, 64).texts
         info(f"Comparing source and pruned model in a clean process on {len(texts)} texts ...")
-        comparison = compare_in_fresh_process(local_folder(source), config.output, texts, config.dtype, 8)
+        comparison = compare_in_fresh_process(
+            local_folder(source), config.output, texts, config.dtype, 8, trust_source=source_trust(source)
+        )
     if config.push_to_hub:
         from .hub import push_saved
 
@@ -260,13 +283,23 @@ def analyze(config: AnalyzeConfig) -> ImportanceReport:
     Layer by layer (``analyze_importance_layerwise``, the same scores) with ``config.streaming`` or, when unset,
     for models larger than half the available RAM (``_analyze_streaming``); the probe needs the whole model.
     """
+    source = resolve_source(config.model, config.revision)
+    resolve_device(config.device)  # a GPU this machine lacks fails before the output is touched
+    with allowing_foreign_code(config.trust_remote_code), output_lock(config.output):
+        out = check_output(config.output, config.overwrite, [*source.local_paths, config.calib, config.probe])
+        return _analyze(config, source, out)
+
+
+def _analyze(config: AnalyzeConfig, source, out: Path) -> ImportanceReport:
     from .report import importance_table, plot_importance
 
-    source = resolve_source(config.model, config.revision)
     streaming = _analyze_streaming(config, source)
     encoder = source_encoder(source)
     calibration = load_calibration(config.calib, config.calib_samples, query_prompt=encoder.query_prompt)
     if config.probe is not None:
+        from .extras import require
+
+        require("eval", "analyze --probe", {"pytrec_eval": "pytrec-eval-terrier"})
         load_beir(config.probe, config.probe_split)  # fail on bad probe data before loading the model
     report, loaded = _score(source, calibration, config, neurons=True, streaming=streaming)
     if config.probe is not None:
@@ -288,11 +321,12 @@ def analyze(config: AnalyzeConfig) -> ImportanceReport:
             model_state=model_state(source.path) if source.kind == "folder" else None,
         )
         report = report.model_copy(update={"probe": probe, "seconds": report.seconds + time.perf_counter() - started})
-    out = Path(config.output)
-    out.mkdir(parents=True, exist_ok=True)
-    report.save(out / "importance.json")
-    (out / "importance.md").write_text(importance_table(report) + "\n")
-    plot_importance(report, out / "importance.png")
+    # written beside the output and moved into place as models are saved: an interrupted run leaves no
+    # half-written folder, and a full disk ends in one line
+    with atomic_folder(out, config.overwrite) as tmp:
+        report.save(tmp / "importance.json")
+        (tmp / "importance.md").write_text(importance_table(report) + "\n")
+        plot_importance(report, tmp / "importance.png")
     return report
 
 
@@ -300,11 +334,17 @@ def finetune(config):
     """``effir-surgery finetune``: fine-tune and save (``finetune.finetune``), then push when asked."""
     from accelerate import PartialState
 
+    from .extras import require_train
+
+    require_train(lora=config.lora, bm25=config.mine == "bm25" and config.hard_negatives > 0)
     from .finetune import finetune as run_finetune
 
-    result = run_finetune(config)
-    if not PartialState().is_main_process:
-        return None  # only the main process saved (and reports)
+    with allowing_foreign_code(config.trust_remote_code):
+        if not PartialState().is_main_process:
+            run_finetune(config)
+            return None  # only the main process saves (and reports); it alone holds the output's lock
+        with output_lock(config.output):
+            result = run_finetune(config)
     if config.push_to_hub:
         from .hub import push_saved
 
@@ -360,7 +400,31 @@ def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
     fine-tuning resumes from its last checkpoint. Under ``accelerate launch`` only the main process prunes,
     evaluates and pushes; every process trains. A bad model reference, training data or evaluation folder fails
     before the first stage starts (and before the run folder is created).
+
+    Before the first stage it prints (stderr) the model's layers and parameters, the stages (run or reused) with
+    their settings, and the prune plan with its projected parameters when the plan needs no importance scores;
+    otherwise the plan is printed as soon as it is made, after the scoring and before the surgery
+    (``_run_overview``). The run folder may not overlap the model or the data it reads, and the main process holds
+    its lock (``outputs.output_lock``) for the whole run, so a second run of the same recipe fails at once.
     """
+    from accelerate import PartialState
+
+    from .outputs import check_disjoint
+
+    source = resolve_source(config.model, config.revision)  # a bad model reference fails before any stage
+    evaluating = config.evaluate is not None and "evaluate" not in skip
+    for device in {config.device, *((config.evaluate.device, *config.evaluate.devices) if evaluating else ())}:
+        resolve_device(device)  # a GPU this machine lacks fails before any stage
+    data = [config.finetune.train if config.finetune else None, *(config.evaluate.data_dir if config.evaluate else [])]
+    check_disjoint(config.run_dir, [*source.local_paths, *data], what="run_dir")
+    with allowing_foreign_code(config.trust_remote_code):
+        if not PartialState().is_main_process:
+            return _run(config, skip, source)
+        with output_lock(config.run_dir):
+            return _run(config, skip, source)
+
+
+def _run(config: PipelineConfig, skip: tuple[str, ...], source) -> RunResult:
     import json
 
     from accelerate import PartialState
@@ -374,21 +438,24 @@ def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
     run_dir = Path(config.run_dir)
     record_path = run_dir / "run.json"
     names = [n for n in ("prune", "finetune", "evaluate", "push") if n not in skip and _stage(config, n) is not None]
-    resolve_source(config.model, config.revision)  # a bad model reference fails before any stage
     _check_stage_data(config, names)
-    if state.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
     record = json.loads(record_path.read_text()) if record_path.is_file() else {"stages": {}}
     upstream = _key(config.model, config.revision, _source_fingerprint(config.model))
+    reuse = _reusable_stages(config, names, record, run_dir, upstream)
+    # the plan before the long stages: model size, stages, settings and (when it needs no scores) the prune plan
+    overview, early_plan = _run_overview(config, source, names, skip, reuse)
+    if state.is_main_process:
+        for line in overview:
+            info(escape(line))
+        run_dir.mkdir(parents=True, exist_ok=True)
     current = config.model
     pruned = None
     status: dict[str, dict] = {}
     for index, name in enumerate(names, start=1):
         settings = _stage(config, name)
         key = _key(name, settings, upstream, config.dtype)
-        out = run_dir / {"prune": "pruned", "finetune": "finetuned", "evaluate": "eval", "push": "push.json"}[name]
-        previous = record["stages"].get(name, {})
-        reusable = previous.get("key") == key and out.exists() and folder_hash(out) == previous.get("output")
+        out = run_dir / _STAGE_OUTPUTS[name]
+        reusable = reuse[name]
         last = record.get("durations", {}).get(name)
         eta = f"(last run took {last / 60:.0f} min)" if last and not reusable else ""
         info(f"[bold]stage {index}/{len(names)}: {name}[/] " + ("(up to date: reused)" if reusable else eta))
@@ -402,10 +469,12 @@ def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
                             revision=config.revision,
                             dtype=config.dtype,
                             device=config.device,
+                            trust_remote_code=config.trust_remote_code,
                             output=out,
                             overwrite=True,
                             **settings.model_dump(),
-                        )
+                        ),
+                        on_plan=None if early_plan else _print_plan,
                     )
             elif name == "finetune":
                 run_finetune(
@@ -414,6 +483,7 @@ def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
                         output=out,
                         dtype=config.dtype,
                         device=config.device,
+                        trust_remote_code=config.trust_remote_code,
                         overwrite=True,
                         **settings.model_dump(),
                     )
@@ -426,7 +496,14 @@ def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
                 if "attach" not in settings.model_fields_set:  # the run's models carry their scores (model card)
                     fields["attach"] = True
                 extra = [_model_ref(m, config, pruned) for m in settings.models]
-                run_evaluate(EvalConfig(models=[str(current), *extra], output=out, **fields))
+                run_evaluate(
+                    EvalConfig(
+                        models=[str(current), *extra],
+                        output=out,
+                        trust_remote_code=config.trust_remote_code,
+                        **fields,
+                    )
+                )
             elif name == "push" and state.is_main_process:
                 from .hub import push_saved
 
@@ -464,21 +541,115 @@ def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
     return RunResult(run_dir=run_dir, stages=status, results=results, seconds=time.perf_counter() - started)
 
 
+_STAGE_OUTPUTS = {"prune": "pruned", "finetune": "finetuned", "evaluate": "eval", "push": "push.json"}
+
+
+def _reusable_stages(config, names: list[str], record: dict, run_dir: Path, upstream: str) -> dict[str, bool]:
+    """Which of the stages ``names`` ``run`` reuses: a stage is reused when its settings, its input (``upstream``,
+    then each reused stage's recorded output) and its recorded output hash all still match. Once one stage runs,
+    every later one runs after it (its record is dropped when the earlier stage finishes)."""
+    reuse = dict.fromkeys(names, False)
+    for name in names:
+        key = _key(name, _stage(config, name), upstream, config.dtype)
+        out = run_dir / _STAGE_OUTPUTS[name]
+        previous = record["stages"].get(name, {})
+        if not (previous.get("key") == key and out.exists() and folder_hash(out) == previous.get("output")):
+            break
+        reuse[name] = True
+        upstream = previous["output"]
+    return reuse
+
+
+def _settings_summary(settings) -> str:
+    """A stage's settings as the recipe (or ``--set``) gave them: ``key=value, ...``; defaults and nulls are left
+    out."""
+    if not isinstance(settings, BaseModel):
+        return str(settings)  # push: the repo id
+
+    def show(value) -> str:
+        if isinstance(value, list):
+            return "[" + ", ".join(map(show, value)) + "]"
+        return repr(value) if value == "" else str(value)
+
+    values = settings.model_dump(mode="json", exclude_unset=True, exclude_none=True)
+    return ", ".join(f"{key}={show(value)}" for key, value in values.items()) or "all defaults"
+
+
+def _run_overview(config, source, names: list[str], skip, reuse: dict[str, bool]) -> tuple[list[str], bool]:
+    """The lines ``run`` prints before its first stage, and whether they include the prune plan.
+
+    The model's layer count and parameters come from its config alone. When the prune stage will run, its plan is
+    made here if it needs no importance scores (explicit layer lists: a plan error fails the run before any stage);
+    otherwise it is made after the scoring, and ``prune`` prints it then (``_print_plan``), before the surgery.
+    The model config is read cheaply; if that fails and no prune stage runs, the line says so and the run goes on.
+    """
+    pruning = "prune" in names and not reuse["prune"]
+    name = f"run {config.name}" if config.name else "run"
+    lines = [f"{name}: {config.model} -> {config.run_dir}"]
+    revision = f" at revision {config.revision}" if config.revision else ""
+    try:
+        shape = shape_from_config(load_config(source))
+    except Exception as exc:  # noqa: BLE001 - the prune stage needs it (re-raised); later stages load the model
+        if pruning:
+            raise
+        shape = None
+        why = str(exc).rstrip(".")
+        lines.append(f"model: {config.model}{revision}, {config.dtype} on {config.device} (size unknown: {why})")
+    if shape is not None:
+        params = param_count(shape)
+        lines.append(
+            f"model: {config.model}{revision} ({shape.model_type}, {shape.num_layers} layers, {params.total:,} "
+            f"params, {params.non_embedding:,} non-embedding), {config.dtype} on {config.device}"
+        )
+    skipped = [n for n in skip if _stage(config, n) is not None]
+    stages = ", ".join(f"{n} ({'reused' if reuse[n] else 'runs'})" for n in names) or "none"
+    lines.append(f"stages: {stages}" + (f"; skipped: {', '.join(skipped)}" if skipped else ""))
+    lines += [f"  {n}: {_settings_summary(_stage(config, n))}" for n in names]
+    if not pruning:
+        return lines, False
+    validate_plan_config(shape, config.prune)  # shape-only checks (layer indices, ratios): before any stage
+    if config.prune.needs_scores:
+        where = config.prune.calib or "the bundled calibration texts"
+        lines.append(f"plan: chosen after scoring sublayer importance on {where}; printed before the surgery")
+        return lines, False
+    plan = make_plan(shape, config.prune, None, model_name=config.model)
+    lines += ["plan:", *(f"  {line}" for line in plan.summary().splitlines())]
+    return lines, True
+
+
+def _print_plan(plan: SurgeryPlan) -> None:
+    """``run``'s view of the prune stage's plan, printed as soon as it is made (after scoring, before surgery)."""
+    info("plan:")
+    for line in plan.summary().splitlines():
+        info(escape(f"  {line}"))
+
+
 def _check_stage_data(config, names: list[str]) -> None:
     """Refuse bad data of the stages in ``names`` before the first one runs, so a typo does not surface only after
     an hour of pruning: the fine-tuning data is read and validated as ``finetune`` reads it (file:line errors, the
     train split of a BEIR folder), each evaluation folder gets cheap file checks (the files exist; nothing is
     parsed). Errors name the recipe field."""
     from .beir import find_file, is_beir_folder
-    from .finetune.data import read_train_data
+    from .extras import require_eval, require_train
+    from .finetune.data import check_given_negatives, read_train_data
+    from .retrievers import BM25_NAMES, MINILM_NAMES
 
     if "finetune" in names:
         settings = config.finetune
+        bm25 = settings.mine == "bm25" and settings.hard_negatives > 0
+        require_train("the recipe's finetune stage", lora=settings.lora, bm25=bm25)
         try:
-            read_train_data(settings.train, settings.train_split)
+            data = read_train_data(settings.train, settings.train_split)
         except EffirError as exc:
             raise EffirError(f"finetune.train: {exc}") from None
+        if settings.mine == "none":
+            try:
+                check_given_negatives(data, settings.hard_negatives)
+            except EffirError as exc:
+                raise EffirError(f"finetune: {exc}") from None
     if "evaluate" in names:
+        models = {m.lower() for m in config.evaluate.models}
+        require_eval("the recipe's evaluate stage", bm25=bool(models & BM25_NAMES), minilm=bool(models & MINILM_NAMES))
         split = config.evaluate.split
         for folder in map(Path, config.evaluate.data_dir):
             where = f"evaluate.data_dir: '{folder}'"

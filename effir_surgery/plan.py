@@ -297,11 +297,6 @@ def validate_plan_config(shape: ModelShape, config: PlanConfig) -> None:
                 f"{flag} {ratio} would remove all {len(present)} {label} sublayers of this model; use at most "
                 f"{_max_ratio(len(present))} to keep at least one."
             )
-    if config.wants_width and config.width_method == "learned":
-        raise EffirError(
-            "--width-method learned trains neuron gates during fine-tuning; prune with --width-method activation, "
-            "or use `effir-surgery finetune --learn-width`."
-        )
     if config.param_budget is not None:
         _check_budget_before_scores(shape, config)
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .config import EncoderConfig
 from .errors import EffirError
+from .trust import allowing_foreign_code, foreign_code_allowed, trust_remote_code
 
 BM25_NAMES = {"bm25", "bm25s"}
 MINILM_NAMES = {"all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2"}
@@ -50,7 +51,7 @@ def _folder_key(folder: Path) -> str:
 
 def resolve_retriever(name: str) -> RetrieverSpec:
     """Map a name or model source to a ``RetrieverSpec``; model folders are validated (cheaply) here."""
-    from .load import check_folder, ensure_local, resolve_source
+    from .load import check_model_folder, ensure_local, resolve_source
 
     lowered = name.lower()
     if lowered in BM25_NAMES:
@@ -63,13 +64,18 @@ def resolve_retriever(name: str) -> RetrieverSpec:
     if source.kind == "hub" and not folder.exists():
         from huggingface_hub import snapshot_download
 
+        from .load import check_hub_repo
+
+        check_hub_repo(source.path, source.revision)  # one line at once, not the download's retries
+
         try:
             folder = Path(snapshot_download(source.path, revision=source.revision))
         except Exception as exc:  # noqa: BLE001 - any Hub failure gets the same advice
             raise EffirError(
                 f"Could not download '{name}' from the Hub ({type(exc).__name__}); pass a local folder."
             ) from None
-    check_folder(folder)
+    check_model_folder(folder)  # config, weights against it, tokenizer: before the output folder is made
+    trust_remote_code(folder, name)  # a folder with foreign code is refused before any model is loaded
     return RetrieverSpec(name, "dense", str(folder), _folder_key(folder))
 
 
@@ -90,10 +96,14 @@ def load_dense(spec: RetrieverSpec, dtype: str = "float32", device: str | None =
     from .load import torch_dtype
 
     folder = Path(spec.path)
+    trust = trust_remote_code(folder, spec.name)  # refused here, before anything from the folder runs
     try:
         if (folder / "modules.json").is_file():
             model = SentenceTransformer(
-                str(folder), device=device, trust_remote_code=True, model_kwargs={"dtype": torch_dtype(dtype)}
+                str(folder),
+                device=device,
+                trust_remote_code=trust,
+                model_kwargs={"dtype": torch_dtype(dtype)},
             )
         else:
             model = sentence_transformer(str(folder), EncoderConfig(), dtype=torch_dtype(dtype), device=device)
@@ -182,10 +192,12 @@ def measure_in_fresh_process(
     spec: RetrieverSpec, texts: list[str], batch_size: int, dtype: str, device: str | None, max_length: int | None
 ) -> dict:
     import subprocess
-    import tempfile
 
-    with tempfile.TemporaryDirectory(prefix="effir-measure-") as tmp:
-        request = Path(tmp) / "request.json"
+    from .fresh import child_env, die_with_parent
+    from .outputs import scratch_folder
+
+    with scratch_folder("effir-measure") as tmp:
+        request = tmp / "request.json"
         request.write_text(
             json.dumps(
                 {
@@ -195,6 +207,7 @@ def measure_in_fresh_process(
                     "dtype": dtype,
                     "device": device,
                     "max_length": max_length,
+                    "allow_foreign_code": foreign_code_allowed(),  # the user's --trust-remote-code reaches it
                 }
             )
         )
@@ -203,6 +216,8 @@ def measure_in_fresh_process(
             capture_output=True,
             text=True,
             timeout=7200,
+            env=child_env(tmp),
+            preexec_fn=die_with_parent,
         )
         if proc.returncode != 0:
             tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
@@ -213,12 +228,13 @@ def measure_in_fresh_process(
 if __name__ == "__main__":
     if sys.argv[1:2] == ["measure"]:
         args = json.loads(Path(sys.argv[2]).read_text())
-        result = measure(
-            RetrieverSpec(**args["spec"]),
-            args["texts"],
-            args["batch_size"],
-            args["dtype"],
-            args["device"],
-            args["max_length"],
-        )
+        with allowing_foreign_code(args["allow_foreign_code"]):
+            result = measure(
+                RetrieverSpec(**args["spec"]),
+                args["texts"],
+                args["batch_size"],
+                args["dtype"],
+                args["device"],
+                args["max_length"],
+            )
         print(json.dumps(result))

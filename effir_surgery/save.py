@@ -12,18 +12,17 @@ import contextlib
 import json
 import os
 import shutil
-import socket
-import uuid
 from pathlib import Path
 
 from . import __version__
 from ._logging import info
-from .card import REMOTE_CODE_FILES
 from .config import EncoderConfig
 from .encode import prepare_tokenizer, write_st_files
 from .errors import EffirError
+from .folder import HF_DIR, REMOTE_CODE_FILES, expected_auto_map
+from .outputs import check_output, remove_stale_siblings, remove_tree, sibling
+from .trust import trust_remote_code
 
-HF_DIR = Path(__file__).with_name("hf")
 # Largest weight file written (the Hub's customary shard size); larger models get shards plus an index.
 MAX_SHARD_SIZE = "5GB"
 # Folder-local files a saved checkpoint must never carry to the Hub.
@@ -39,73 +38,12 @@ def invocation() -> str:
     return shlex.join(argv)
 
 
-def check_output(out: str | Path, overwrite: bool) -> Path:
-    """Refuse an existing output folder unless ``overwrite``; called before any heavy work."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise EffirError(f"Output '{out}' exists and is a file; choose a folder path with -o.")
-    if out.exists() and not overwrite:
-        raise EffirError(f"Output folder '{out}' already exists; pass --overwrite to replace it or choose another -o.")
-    return out
-
-
-def _remove_tree(path: Path) -> None:
-    """Delete ``path`` (if present), finishing even when another Ctrl-C or SIGTERM arrives meanwhile: cleanup runs
-    while the first interrupt is already on its way up, and a second one must not leave half a folder behind."""
-    while path.exists():
-        try:
-            shutil.rmtree(path, ignore_errors=True)
-        except KeyboardInterrupt:
-            continue
-        if path.exists():  # not removable (permissions): leave it rather than loop
-            return
-
-
-def _host() -> str:
-    """This host's name as it appears in a sibling's name (no ``-``, which separates the name's fields)."""
-    return socket.gethostname().replace("-", "_") or "host"
-
-
-def _sibling(out: Path, kind: str) -> Path:
-    """A hidden sibling of ``out`` named for this host and process (``.NAME.KIND-HOST-PID-RANDOM``), so a later save
-    can tell a folder left by a killed process from one another process is still writing."""
-    return out.parent / f".{out.name}.{kind}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def _owner_is_dead(folder: Path, kind: str, name: str) -> bool:
-    """Whether ``folder`` (named by ``_sibling``) was left by a process of this host that no longer runs."""
-    parts = folder.name[len(f".{name}.{kind}-") :].split("-")
-    if len(parts) != 3 or parts[0] != _host() or not parts[1].isdigit():
-        return False  # another host's, or an older naming: its owner cannot be checked
-    try:
-        os.kill(int(parts[1]), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:  # alive, another user's
-        pass
-    return False
-
-
-def remove_stale_siblings(out: Path) -> list[Path]:
-    """Delete the temporary siblings of ``out`` that a killed process left (SIGKILL or a power cut skip every
-    cleanup); folders of live processes and of other hosts are kept. Returns what was removed."""
-    removed = []
-    for kind in ("tmp", "old"):
-        for folder in out.parent.glob(f".{out.name}.{kind}-*"):
-            if folder.is_dir() and _owner_is_dead(folder, kind, out.name):
-                _remove_tree(folder)
-                removed.append(folder)
-    if removed:
-        info(f"Removed {len(removed)} temporary folder(s) a killed run left beside {out}.")
-    return removed
-
-
 def _move_into_place(tmp: Path, out: Path) -> None:
     """Rename ``tmp`` to ``out``; an existing ``out`` is swapped out first and put back if the rename fails."""
     if not out.exists():
         os.replace(tmp, out)
         return
-    old = _sibling(out, "old")
+    old = sibling(out, "old")
     try:
         os.replace(out, old)
         os.replace(tmp, out)
@@ -113,7 +51,7 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         if old.exists() and not out.exists():
             os.replace(old, out)  # keep the previous output rather than nothing
         raise
-    _remove_tree(old)
+    remove_tree(old)
 
 
 @contextlib.contextmanager
@@ -122,17 +60,31 @@ def atomic_folder(out: str | Path, overwrite: bool = False):
 
     That includes Ctrl-C and SIGTERM (the CLI turns SIGTERM into ``KeyboardInterrupt``): no ``.NAME.tmp-*``
     folder is left behind. Only SIGKILL or a power cut can leave one; the next save to ``out`` removes it.
+
+    Raises:
+        EffirError: writing failed with an ``OSError`` (no space left on device ...): one line saying what failed,
+            that the temporary folder was removed and that ``out`` is as it was.
     """
     out = check_output(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_siblings(out)
-    tmp = _sibling(out, "tmp")
+    tmp = sibling(out, "tmp")
+    existed = out.exists()
     try:
         tmp.mkdir()
         yield tmp
         _move_into_place(tmp, out)
+    except OSError as exc:  # a full disk, a quota, a folder gone read-only: one line saying what was cleaned up
+        remove_tree(tmp)
+        cleaned = f"could not remove {tmp}" if tmp.exists() else f"removed the unfinished {tmp.name}"
+        kept = f"'{out}' still holds what it held before" if existed else f"'{out}' was not created"
+        where = f" writing {Path(exc.filename).name}" if exc.filename else ""
+        raise EffirError(
+            f"Saving to '{out}' failed{where}: {exc.strerror or exc}; {cleaned}, {kept}. Free space (or fix the "
+            "folder's permissions) and run again."
+        ) from None
     finally:
-        _remove_tree(tmp)
+        remove_tree(tmp)
 
 
 def _write_json(path: Path, data) -> None:
@@ -141,23 +93,6 @@ def _write_json(path: Path, data) -> None:
 
 def is_effir_config(config) -> bool:
     return str(getattr(config, "model_type", "")).startswith("effir_")
-
-
-def expected_auto_map(model_type: str) -> dict[str, str] | None:
-    """The ``auto_map`` a folder of effir ``model_type`` must carry: every auto class points at the local
-    remote-code files. ``None`` when this toolkit version has no such model_type."""
-    from .hf.configuration_effir import EFFIR_CONFIGS
-    from .hf.modeling_effir import EFFIR_MODELS
-
-    for base_type, config_cls in EFFIR_CONFIGS.items():
-        if config_cls.model_type == model_type:
-            base_cls, causal_cls = EFFIR_MODELS[base_type]
-            return {
-                "AutoConfig": f"configuration_effir.{config_cls.__name__}",
-                "AutoModel": f"modeling_effir.{base_cls.__name__}",
-                "AutoModelForCausalLM": f"modeling_effir.{causal_cls.__name__}",
-            }
-    return None
 
 
 def _fix_auto_map(folder: Path, config) -> None:
@@ -404,6 +339,7 @@ def load_saved(folder: str | Path, dtype=None, device: str = "cpu", causal_lm: b
 
     check_folder(Path(folder))
     cls = AutoModelForCausalLM if causal_lm else AutoModel
-    model = cls.from_pretrained(folder, trust_remote_code=True, dtype=dtype).to(device).eval()
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=True)
+    trust = trust_remote_code(folder)
+    model = cls.from_pretrained(folder, trust_remote_code=trust, dtype=dtype).to(device).eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust)
     return model, tokenizer

@@ -7,17 +7,16 @@ A plan that leaves every layer with the same width and nothing removed yields a 
 
 from __future__ import annotations
 
-import torch
 from pydantic import BaseModel
 
 from . import __version__
 from .arch import EFFIR_CONFIG_KEYS, base_model_type, resolve_spec, shape_from_config, stock_config
 from .costs import param_count
 from .errors import EffirError
-from .hf.configuration_effir import EFFIR_CONFIGS
-from .hf.modeling_effir import EFFIR_MODELS
-from .ops import OPERATORS
 from .plan import SurgeryPlan
+
+# torch, the operators and the sealed remote code (which imports every family's transformers modeling module,
+# seconds) are imported where they are used: the commands import this module before their cheap argument checks.
 
 
 class SurgeryRecord(BaseModel):
@@ -39,6 +38,8 @@ def surgery_config(config, mlp_widths: list[int], dropped_attention: list[int], 
     uniform = len(set(mlp_widths)) == 1 and mlp_widths[0] > 0 and not dropped_attention
     if uniform:
         return stock_config(config, intermediate_size=mlp_widths[0])
+    from .hf.configuration_effir import EFFIR_CONFIGS
+
     fields = stock_config(config).to_dict()
     for key in ("model_type", "transformers_version", *EFFIR_CONFIG_KEYS):
         fields.pop(key, None)
@@ -54,6 +55,8 @@ def surgery_config(config, mlp_widths: list[int], dropped_attention: list[int], 
 def model_class(config, causal_lm: bool):
     """Class that rebuilds this structure from ``config``: an effir class, or the stock auto class."""
     if config.model_type.startswith("effir_"):
+        from .hf.modeling_effir import EFFIR_MODELS
+
         base_cls, causal_cls = EFFIR_MODELS[config.base_model_type]
         return causal_cls if causal_lm else base_cls
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING, MODEL_MAPPING
@@ -63,6 +66,8 @@ def model_class(config, causal_lm: bool):
 
 def _check_structure(model, cls, config) -> None:
     """Every tensor name and shape of ``model`` must be what ``cls(config)`` builds (checked on the meta device)."""
+    import torch
+
     with torch.device("meta"):
         reference = cls(config)
     want = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
@@ -110,6 +115,8 @@ def apply_plan(model, plan: SurgeryPlan) -> SurgeryRecord:
             f"The plan was made for {plan.model} ({shape.num_layers} layers, MLP widths {shape.mlp_widths[:4]}...), "
             f"but this model has {len(layers)} layers with widths {actual[:4]}...; re-plan on this model."
         )
+    from .ops import OPERATORS
+
     params_before = _numel(model)
     for i in plan.drop_attention_layers:
         OPERATORS["drop_attention"](layers[i], spec)

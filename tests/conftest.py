@@ -176,7 +176,23 @@ def pytest_addoption(parser):
     parser.addoption("--run-slow", action="store_true", default=False, help="also run tests marked slow")
 
 
+# The floor check of .ci/run (`pytest -m floor` in a venv with every dependency at its declared floor): the tests that
+# exercise what the libraries provide (save and clean-process reload, the sentence-transformers files, fine-tuning
+# and MTEB on tiny models, the CLI's first-run behaviour), in a few minutes.
+FLOOR_MODULES = {
+    "test_save_reload.py",
+    "test_encode.py",
+    "test_first_run.py",
+    "test_versions.py",
+    "test_finetune.py",
+    "test_evaluate.py",
+}
+
+
 def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.path.name in FLOOR_MODULES:
+            item.add_marker(pytest.mark.floor)
     if config.getoption("--run-slow"):
         return
     skip = pytest.mark.skip(reason="slow: run with --run-slow")

@@ -115,6 +115,15 @@ def test_bad_options_are_refused(source, tmp_path, flags, message):
     _assert_refused(run("prune", source, *flags, "-o", out), message, out)
 
 
+def test_prune_offers_no_learned_width_method(tmp_path):
+    """Learned widths are trained by `finetune --learn-width`; prune has no --width-method to ask for them."""
+    out = tmp_path / "out"
+    result = run("prune", "smollm2-135m", "--mlp-width", "0.5", "--width-method", "learned", "-o", out)
+    assert result.exit_code == 2, result.output
+    assert "--width-method" in result.output and not out.exists()
+    assert "--width-method" not in run("prune", "--help").output
+
+
 def test_missing_model_folder(tmp_path):
     out = tmp_path / "out"
     _assert_refused(run("prune", tmp_path / "no-such-model", "--mlp-drop", "0.5", "-o", out), "not found", out)

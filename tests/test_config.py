@@ -22,6 +22,7 @@ from effir_surgery.errors import EffirError
         ({"mlp_width": 0.5, "param_budget": 10}, "give either --mlp-width or --param-budget, not both"),
         ({"mlp_dorp": 0.5}, "--mlp-dorp: unknown setting"),
         ({"width_multiple": 0}, "--width-multiple"),
+        ({"width_method": "learned"}, "--width-method: unknown setting"),  # learned widths: finetune --learn-width
     ],
 )
 def test_plan_config_errors(values, message):
@@ -51,3 +52,16 @@ def test_needs_scores():
     assert PlanConfig(mlp_drop=0.5).needs_scores
     assert PlanConfig(mlp_width=0.5).needs_scores
     assert not PlanConfig(drop_mlp_layers=[1]).needs_scores
+
+
+def test_prune_settings_stored_with_width_method_still_give_a_valid_recipe():
+    """Folders pruned before ``width_method`` was removed store it in ``provenance.json``'s config; the model card
+    still reads them, and the recipe it rebuilds leaves the setting out and validates."""
+    from effir_surgery.card import _recipe
+    from effir_surgery.config import PipelineConfig, PruneStage
+
+    stored = PruneConfig(model="m", output="o", mlp_drop=0.25).model_dump(mode="json")
+    stored["width_method"] = "activation"
+    recipe = _recipe([{"command": "effir-surgery run r.yaml", "config": stored}], None, "r")
+    assert "width_method" not in recipe["prune"]
+    assert PipelineConfig(**recipe).prune == PruneStage(mlp_drop=0.25)

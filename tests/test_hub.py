@@ -654,14 +654,30 @@ def test_verify_repo_id_without_network_fails_in_one_line_without_retries(tmp_pa
 # ------------------------------------------------------------------------------- pre-flight: reload and memory
 
 
-def test_push_refuses_a_folder_that_does_not_reload(folder, recorder):
-    """Every file is present and the weights match, but the remote code fails on import in a clean process."""
-    with (folder / "modeling_effir.py").open("a") as handle:
-        handle.write('\nraise RuntimeError("boom")\n')
+def test_push_refuses_a_folder_that_does_not_reload(folder, recorder, monkeypatch):
+    """Every file is present, the code is ours and the weights match, but the clean-process load fails."""
+    import effir_surgery.fresh as fresh
+
+    def fails(task, *args, **kwargs):
+        raise EffirError("The saved folder failed to load in a clean process (reload):\nRuntimeError: boom")
+
+    monkeypatch.setattr(fresh, "run_fresh", fails)
     result = run("push", folder, "--repo-id", REPO_ID)
     assert result.exit_code == 2, result.output
     assert f"'{folder}' cannot be published (1 problem" in result.output
     assert "  - it does not load in a clean process with plain transformers: RuntimeError: boom" in result.output
+    assert recorder.calls == [], "nothing may be uploaded"
+
+
+def test_push_refuses_edited_remote_code_without_running_it(folder, recorder, tmp_path):
+    """Remote code that is not byte for byte ours is refused before the reload check could run it."""
+    marker = tmp_path / "ran"
+    with (folder / "modeling_effir.py").open("a") as handle:
+        handle.write(f"\nopen({str(marker)!r}, 'w').write('x')\n")
+    result = run("push", folder, "--repo-id", REPO_ID, "--dry-run")
+    assert result.exit_code == 2, result.output
+    assert "remote code: modeling_effir.py differs from the copy effir-surgery ships" in result.output
+    assert not marker.exists(), "the planted code ran"
     assert recorder.calls == [], "nothing may be uploaded"
 
 

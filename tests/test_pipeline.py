@@ -205,3 +205,147 @@ def test_every_recipe_validates(recipe):
         assert not has_hardware, f"{path} now states its hardware: remove it from NO_HARDWARE_LINE_YET"
         pytest.xfail("the header has no 'Hardware:' line yet")
     assert has_hardware, "the header must state the hardware it needs ('Hardware: ...')"
+
+
+def test_recipe_paths_resolve_against_the_recipe_folder(setup, tmp_path, monkeypatch):
+    """A recipe with relative paths (model folder, run_dir, calibration, training and evaluation data) runs from
+    another working directory: every path is taken relative to the recipe's folder, and nothing is written where
+    the command runs."""
+    import shutil
+
+    from conftest import make_beir
+
+    _, source, _ = setup
+    project = tmp_path / "project"
+    shutil.copytree(source, project / "models" / "tiny")
+    make_beir(project / "data" / "beir", n_docs=24, n_queries=8)
+    recipe = project / "recipes" / "relative.yaml"
+    recipe.parent.mkdir()
+    recipe.write_text(
+        yaml.safe_dump(
+            {
+                "name": "relative",
+                "model": "../models/tiny",
+                "run_dir": "../runs/relative",
+                "prune": {"drop_mlp_layers": [1], "calib": "../data/beir", "calib_samples": 8},
+                "finetune": {
+                    "train": "../data/beir",
+                    "batch_size": 4,
+                    "mini_batch_size": 4,
+                    "max_length": 32,
+                    "max_steps": 2,
+                    "lora": False,
+                },
+                "evaluate": {"data_dir": ["../data/beir"], "models": ["@source"], "measure": False},
+            }
+        )
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+
+    result = CliRunner().invoke(main, ["run", "../project/recipes/relative.yaml", "--set", "device=cpu"])
+    assert result.exit_code == 0, result.output
+    run_dir = project / "runs" / "relative"
+    assert (run_dir / "pruned" / "config.json").is_file() and (run_dir / "finetuned" / "finetune.json").is_file()
+    results = json.loads((run_dir / "eval" / "results.json").read_text())
+    assert [m["name"] for m in results["models"]] == [str(run_dir / "finetuned"), str(project / "models" / "tiny")]
+    assert list(elsewhere.iterdir()) == [], "nothing is written in the working directory"
+
+
+def test_recipe_path_rules(tmp_path, monkeypatch):
+    """Which recipe values are paths resolved against the recipe's folder: always run_dir, prune.calib (except
+    'bundled'), finetune.train, evaluate.data_dir and evaluate.cache_dir; a model reference only when it exists
+    there or can only be a path (Hub ids, the alias, baselines and @-references stay). Absolute paths stay, and
+    --set values stay relative to the current directory."""
+    folder = tmp_path / "recipes"
+    (folder / "org" / "local").mkdir(parents=True)
+    recipe = folder / "r.yaml"
+    monkeypatch.chdir(tmp_path)
+
+    def load(model="org/name", models=(), **extra):
+        data = {"model": model, "run_dir": "runs/x", "evaluate": {"data_dir": ["d"], "models": list(models)}}
+        recipe.write_text(yaml.safe_dump({**data, **extra}))
+        return load_recipe(recipe)
+
+    here = str(folder.resolve())
+    for model, expected in [
+        ("org/name", "org/name"),  # a Hub repo id
+        ("smollm2-135m", "smollm2-135m"),  # the bundled alias
+        ("org/local", f"{here}/org/local"),  # shaped like a repo id, but a folder beside the recipe
+        ("../runs/ref/finetuned", f"{tmp_path.resolve()}/runs/ref/finetuned"),  # only a path (need not exist)
+        ("runs/x/finetuned", f"{here}/runs/x/finetuned"),
+        ("models/m.gguf", f"{here}/models/m.gguf"),
+        ("/abs/model", "/abs/model"),
+    ]:
+        assert load(model).model == expected, model
+
+    config = load(
+        models=["@source", "@pruned", "bm25", "all-MiniLM-L6-v2", "org/name", "org/local", "../other/finetuned"],
+        prune={"calib": "../data/calib.jsonl"},
+        finetune={"train": "train.jsonl"},
+    )
+    assert config.run_dir == folder.resolve() / "runs" / "x"
+    assert config.prune.calib == str(tmp_path.resolve() / "data" / "calib.jsonl")
+    assert config.finetune.train == f"{here}/train.jsonl"
+    assert config.evaluate.data_dir == [f"{here}/d"]
+    assert config.evaluate.models == [
+        "@source",
+        "@pruned",
+        "bm25",
+        "all-MiniLM-L6-v2",
+        "org/name",
+        f"{here}/org/local",
+        str(tmp_path.resolve() / "other" / "finetuned"),
+    ]
+    assert load(prune={"calib": "bundled"}).prune.calib == "bundled"
+    assert (
+        load(evaluate={"data_dir": ["/abs/beir"], "cache_dir": "cache"}).evaluate.cache_dir
+        == folder.resolve() / "cache"
+    )
+    assert load(evaluate={"data_dir": ["/abs/beir"]}).evaluate.data_dir == ["/abs/beir"]
+
+    # --set: relative to the current directory (tmp_path here), as a shell user expects
+    recipe.write_text(yaml.safe_dump({"model": "org/name", "run_dir": "runs/x"}))
+    config = load_recipe(recipe, ["run_dir=mine", "finetune.train=data/t.jsonl"])
+    assert config.run_dir == Path("mine") and config.finetune.train == "data/t.jsonl"
+
+
+@pytest.mark.parametrize(
+    "prune", [{"mlp_drop": 0.5, "calib_samples": 8}, {"drop_mlp_layers": [1, 2]}], ids=["scored", "explicit"]
+)
+def test_run_prints_its_plan_before_the_long_work(setup, tmp_path, monkeypatch, prune):
+    """Before the prune stage's work: the model's layers and parameters, the stages with their settings, and the
+    plan with its projected parameters, printed up front when the plan needs no scores, else as soon as it is made
+    (after the scoring, before the surgery)."""
+    import effir_surgery.pipeline as pipeline
+
+    _, source, beir = setup
+    events: list[str] = []
+    monkeypatch.setattr(pipeline, "info", lambda message: events.append(str(message)))
+    surgery = pipeline.apply_plan
+    monkeypatch.setattr(pipeline, "apply_plan", lambda *a, **k: (events.append("<surgery>"), surgery(*a, **k))[1])
+    recipe = tmp_path / "plan.yaml"
+    recipe.write_text(
+        yaml.safe_dump({"name": "p", "model": str(source), "run_dir": "run", "prune": {**prune, "calib": str(beir)}})
+    )
+
+    result = CliRunner().invoke(main, ["run", str(recipe), "--set", "device=cpu"])
+    assert result.exit_code == 0, result.output
+
+    def first(pattern: str) -> int:
+        return next(i for i, e in enumerate(events) if re.search(pattern, e))
+
+    model = first(r"^model: .* \(llama, 4 layers, [\d,]+ params, [\d,]+ non-embedding\), float32 on cpu$")
+    stages = first(r"^stages: prune \(runs\)$")
+    settings = first(r"^  prune: calib=\S+, .*(calib_samples=8|drop_mlp_layers=\[1, 2\])")
+    plan, projection = first(r"^plan:$"), first(r"^  params: [\d,]+ -> [\d,]+ \(")
+    stage, surgery = first(r"stage 1/1: prune"), first("<surgery>")
+    assert model < stages < settings < stage and plan < projection < surgery
+    if "mlp_drop" in prune:
+        assert "plan: chosen after scoring sublayer importance on" in events[settings + 1]
+        assert stage < first(r"^Scoring sublayers") < plan
+    else:
+        assert projection < stage
+        assert "  drop MLP layers (2): [1, 2]" in events
+    assert sum(e == "plan:" for e in events) == 1

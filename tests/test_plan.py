@@ -230,11 +230,6 @@ def test_impossible_budget_is_refused_from_the_shape_alone():
     validate_plan_config(shape, PlanConfig(mlp_drop=0.25, param_budget=300_000))
 
 
-def test_learned_width_is_not_a_prune_method():
-    with pytest.raises(EffirError, match="finetune --learn-width"):
-        make_plan(fake_shape(), PlanConfig(mlp_width=0.5, width_method="learned"), fake_report(fake_shape()))
-
-
 def test_inconsistent_plans_are_rejected():
     plan = make_plan(fake_shape(), PlanConfig())
     with pytest.raises(ValueError, match="keeps 2 distinct neurons but its width is 3"):

@@ -209,7 +209,7 @@ def test_next_save_removes_what_a_killed_save_left(tmp_path):
     import signal
     import subprocess
 
-    from effir_surgery import save
+    from effir_surgery import outputs, save
 
     out = tmp_path / "out"
     writer = (
@@ -226,7 +226,7 @@ def test_next_save_removes_what_a_killed_save_left(tmp_path):
     proc.wait(timeout=30)
     (left,) = tmp_path.glob(".out.tmp-*")
     assert (left / "model.safetensors").is_file()
-    running = save._sibling(out, "tmp")  # this process's: still running
+    running = outputs.sibling(out, "tmp")  # this process's: still running
     running.mkdir()
     elsewhere = tmp_path / f".out.tmp-otherhost-{proc.pid}-0123abcd"  # the dead pid, but on another machine
     elsewhere.mkdir()

@@ -107,6 +107,21 @@ def read_train_data(source: str | Path, split: str = "train") -> TrainData:
     return read_jsonl_pairs(source)
 
 
+def check_given_negatives(data: TrainData, count: int) -> None:
+    """With mining off (``--mine none``) hard negatives come from the data alone: a jsonl row's ``negatives`` (a
+    BEIR folder brings none). Refuse data in which a query has fewer than ``count``, the rule ``build_rows``
+    applies, before a model is loaded or a work folder made."""
+    short = [e for e in data.examples if len(e.negatives) < count]
+    if short:
+        first = short[0]
+        raise EffirError(
+            f"--mine none takes hard negatives from the training data only, but {len(short)} of "
+            f"{len(data.examples)} queries have fewer than --hard-negatives {count} (the first, {first.query[:60]!r}, "
+            f"has {len(first.negatives)}); mine them (--mine bm25 or model), add 'negatives' to the data, or pass "
+            "--hard-negatives 0 (in-batch negatives only)."
+        )
+
+
 def bm25_negatives(
     data: TrainData, count: int, range_min: int = 2, range_max: int = 30, seed: int = 0
 ) -> list[list[str]]:

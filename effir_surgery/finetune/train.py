@@ -25,14 +25,14 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
-from .._logging import info
+from .._logging import Every, estimate_line, format_rate, info, info_line, progress_line
 from ..arch import ModelShape, resolve_spec, shape_from_config
 from ..card import source_card_metadata
 from ..config import EncoderConfig, FinetuneConfig
 from ..costs import CostComparison
 from ..encode import sentence_transformer
 from ..errors import EffirError
-from ..load import ensure_local, load_config, resolve_source, torch_dtype
+from ..load import ensure_local, load_config, resolve_device, resolve_source, torch_dtype
 from ..ops.gate_mlp import (
     accumulate_scores,
     close_to_budget,
@@ -43,10 +43,11 @@ from ..ops.gate_mlp import (
     scheduled_open_count,
     shrink_gates,
 )
+from ..outputs import check_output
 from ..plan import SurgeryPlan, neuron_budget, plan_from_gates
-from ..save import check_output, invocation, load_saved, save_model
+from ..save import invocation, load_saved, save_model
 from ..surgery import apply_plan
-from .data import bm25_negatives, build_rows, read_train_data
+from .data import bm25_negatives, build_rows, check_given_negatives, read_train_data
 
 # Settings that do not change what is trained; a rerun that differs only in these still resumes.
 _NOT_RUN_DEFINING = {"overwrite", "verify_reload", "logging_steps", "output", "device", "push_to_hub"}
@@ -103,6 +104,68 @@ def _gate_schedule(gates, target: int, strength: float, by: str = "value"):
                 keep_closed(gates)
 
     return GateSchedule()
+
+
+# Progress lines (runs without a progress bar) come at logging steps, at most this often.
+PROGRESS_SECONDS = 30.0
+
+
+def _step_timer(examples: int, batch_size: int, interactive: bool):
+    """A trainer callback that tells how long the run takes, from steps timed on this device (main process only).
+
+    At the start: the optimizer steps of this run (the trainer's count: rows, batch size, epochs or max steps; a
+    resumed run counts the steps left) and the examples. After this run's second step, if steps remain, one line
+    ``N steps; about X s/step on DEVICE: estimated total Y (ETA HH:MM)`` from the second step's duration (the first
+    carries warm-up: loading the first batch, allocating, building kernels). Then, when no progress bar runs (a pipe,
+    a log, EFFIR_SURGERY_NO_PROGRESS=1; the bar shows its own ETA), a line with the loss and the ETA at logging
+    steps, at most every ``PROGRESS_SECONDS``, from the mean step time since the first step.
+    """
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.begun = time.monotonic()
+            self.first = state.global_step  # > 0 when resumed
+            self.marks: dict[int, float] = {}  # this run's step number -> when it ended, for steps 1 and 2
+            self.every = Every(PROGRESS_SECONDS)
+            processes = getattr(args, "world_size", 1)
+            self.device = str(args.device) if processes == 1 else f"{processes} x {args.device.type}"
+            if not state.is_world_process_zero:
+                return
+            left = state.max_steps - self.first
+            steps = f"{left:,} steps" if not self.first else f"{left:,} of {state.max_steps:,} steps left"
+            batch = f"batch {batch_size}" + (f" x {processes} processes" if processes > 1 else "")
+            info_line(f"Fine-tuning on {examples:,} examples: {steps} ({batch}) on {self.device}")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            done = state.global_step - self.first
+            if not state.is_world_process_zero or done not in (1, 2):
+                return
+            self.marks[done] = time.monotonic()
+            left = state.max_steps - state.global_step
+            if done == 2 and left > 0:
+                per_step = self.marks[2] - self.marks[1]
+                run_steps = state.max_steps - self.first
+                what = f"{run_steps:,} steps" + (f" of {state.max_steps:,}" if self.first else "")
+                spent = self.marks[2] - self.begun
+                info_line(
+                    estimate_line(
+                        what, f"{format_rate(per_step)} s/step", self.device, spent + left * per_step, left * per_step
+                    )
+                )
+                self.every = Every(PROGRESS_SECONDS)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            done = state.global_step - self.first
+            if interactive or not state.is_world_process_zero or done < 2 or "loss" not in (logs or {}):
+                return
+            if self.every.due():
+                per_step = (time.monotonic() - self.marks[1]) / (done - 1)
+                left = (state.max_steps - state.global_step) * per_step
+                where = f"step {state.global_step:,}/{state.max_steps:,}, loss {logs['loss']:.4f}"
+                info_line(progress_line(where, left))
+
+    return StepTimer()
 
 
 def trainable_tensors(model: torch.nn.Module, state_dict: dict | None = None) -> dict[str, torch.Tensor]:
@@ -390,10 +453,13 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     started = time.perf_counter()
     state = PartialState()
     out = Path(config.output)
-    check_output(out, config.overwrite)
-    data = read_train_data(config.train, config.train_split)  # bad data fails before any model is loaded
-    _check_fsdp_settings()
     source = resolve_source(config.model, config.revision)
+    resolve_device(config.device)  # a GPU this machine lacks fails before anything is written or loaded
+    check_output(out, config.overwrite, [*source.local_paths, config.train])
+    data = read_train_data(config.train, config.train_split)  # bad data fails before any model is loaded
+    if config.mine == "none":  # before the work folder: build_rows would refuse the data only after it is made
+        check_given_negatives(data, config.hard_negatives)
+    _check_fsdp_settings()
     model_config = load_config(source)
     spec = resolve_spec(model_config)
     shape = shape_from_config(model_config)
@@ -443,6 +509,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     trainer.gates = gates
     if gates:
         trainer.add_callback(_gate_schedule(gates, target, config.gate_penalty, config.gate_score))
+    trainer.add_callback(_step_timer(len(rows["query"]), config.batch_size, _interactive()))
     resume = _last_checkpoint(work / "checkpoints")
     resumed_from = int(resume.name.split("-")[-1]) if resume else 0
     if resume:
