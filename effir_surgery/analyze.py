@@ -264,7 +264,7 @@ def analyze_importance_layerwise(
     the embeddings and the hidden states (``texts x tokens x hidden`` in the working dtype), not the model.
 
     Args:
-        loaded: a ``load.LayerwiseModel``.
+        loaded: a ``layerwise.LayerwiseModel``.
     """
     from .encode import prepare_tokenizer
 

@@ -423,6 +423,12 @@ def finetune(model, **flags):
     help="Encode on these devices in parallel, one process each (repeatable: --devices cuda:0 --devices cuda:1; "
     "default: every GPU when there are several).",
 )
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    default=None,
+    help="Write into an existing output folder, replacing its result files (its mteb-cache is reused).",
+)
 @click.option("--trust-remote-code", is_flag=True, default=None, help=TRUST_HELP)
 @click.option("--speed-docs", type=int, default=None, help="Corpus documents timed per model (default 128).")
 @click.option("--measure/--no-measure", default=None, help="Measure throughput and memory (default on).")
@@ -502,6 +508,7 @@ def run(recipe, overrides, skip, push_to_hub, trust_remote_code):
       revision      branch, tag or commit of a Hub model
       dtype         float32 (default), bfloat16 or float16, for every stage
       device        auto (default), cpu, cuda, cuda:1 ...
+      trust_remote_code  true: run code from the model that is not effir-surgery's (review it first)
       run_dir       required: folder of the stage outputs (pruned/, finetuned/,
                     eval/) and of run.json, the record that reruns reuse
       push_to_hub   owner/name: publish the final model when the run ends

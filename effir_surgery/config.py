@@ -57,7 +57,7 @@ _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
 
 def check_device(value: str) -> str:
     """Accept a device name: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. Whether this machine has that
-    device is checked when a command starts (``load.resolve_device``), since that needs torch."""
+    device is checked when a command starts (``load.require_device``), since that needs torch."""
     if not _DEVICE.match(value):
         raise ValueError(f"'{value}' is not a device; use auto, cpu, cuda, cuda:N (N = 0, 1 ...) or mps.")
     return value
@@ -419,6 +419,7 @@ class EvalConfig(EvalSettings):
 
     models: list[str] = Field(min_length=1)
     output: Path = Path("eval")
+    overwrite: bool = False
     trust_remote_code: bool = False
 
 

@@ -11,6 +11,7 @@ and ``tradeoff.png`` (quality against throughput).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import json
@@ -400,8 +401,6 @@ class CorpusTimer:
 
 def _corpus_timer(model, spec: RetrieverSpec, label: str, documents: int | None):
     """A ``CorpusTimer`` around a dense model's mteb run; nothing for BM25 (its indexing is not timed)."""
-    import contextlib
-
     if spec.kind == "bm25" or not hasattr(model, "register_forward_hook"):
         return contextlib.nullcontext()
     return CorpusTimer(model, label, documents, _tty())
@@ -452,21 +451,26 @@ def _load_model(spec: RetrieverSpec, config: EvalConfig):
 def evaluate(config: EvalConfig) -> EvalResults:
     """Evaluate every model of ``config`` on every task; write results.json, results.md and tradeoff.png. Code in a
     model folder that is not this toolkit's runs only with ``config.trust_remote_code`` (``trust.py``)."""
+    from .outputs import check_output, output_lock
     from .trust import allowing_foreign_code
 
-    with allowing_foreign_code(config.trust_remote_code):
+    inputs = [*config.data_dir, *(m for m in config.models if Path(m).expanduser().exists())]
+    with allowing_foreign_code(config.trust_remote_code), output_lock(config.output):
+        # an existing output is refused without --overwrite, as every command does; with it the result files are
+        # replaced and its mteb-cache is reused (keyed by model and task content, it cannot go stale)
+        check_output(config.output, config.overwrite, inputs)
         return _evaluate(config)
 
 
 def _evaluate(config: EvalConfig) -> EvalResults:
     """The body of ``evaluate``, with the trust decision in force."""
     from .extras import require_eval
-    from .load import resolve_device
+    from .load import require_device
 
     names = {m.lower() for m in config.models}
     require_eval(bm25=bool(names & BM25_NAMES), minilm=bool(names & MINILM_NAMES))
     for device in {config.device, *config.devices}:
-        resolve_device(device)  # a GPU this machine lacks fails before anything is loaded or written
+        require_device(device)  # a GPU this machine lacks fails before anything is loaded or written
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     tasks = resolve_tasks(config)
     specs = _unique([resolve_retriever(name) for name in config.models])  # fails early on a bad model path
@@ -532,10 +536,15 @@ def _evaluate(config: EvalConfig) -> EvalResults:
                 / f"{_slug(spec.name)}-{spec.key}"
                 / f"{_slug(source.name)}-{key}-{_settings_key(spec, config)}"
             )
-            with _corpus_timer(model, spec, source.name, len(data.corpus) if source.folder else None):
-                scores = _run_mteb(
-                    model, task, cache, config.batch_size, config.split, devices if spec.kind != "bm25" else ()
-                )
+            pool = devices if spec.kind != "bm25" else ()
+            # several devices encode in worker processes, which get the model pickled: no timer there
+            timer = (
+                contextlib.nullcontext()
+                if len(pool) > 1
+                else _corpus_timer(model, spec, source.name, len(data.corpus) if source.folder else None)
+            )
+            with timer:
+                scores = _run_mteb(model, task, cache, config.batch_size, config.split, pool)
             import mteb
 
             entry["tasks"].append(

@@ -26,10 +26,11 @@ from . import __version__
 from ._logging import info
 from ._memory import available_memory, format_bytes
 from .card import file_sha256, render_model_card
+from .checkpoint import check_safetensors, tensor_mismatches
 from .config import PushConfig, VerifyConfig, check_repo_id
 from .errors import EffirError
 from .folder import HF_DIR, REMOTE_CODE_FILES, expected_auto_map
-from .load import check_safetensors, missing_local_path, tensor_mismatches
+from .load import missing_local_path
 from .outputs import scratch_folder
 from .plan import SurgeryPlan
 from .save import _reload_inputs, check_folder_files
@@ -677,13 +678,14 @@ def _download_remote_code(repo_id: str, revision: str | None, into: Path) -> Non
     def failed(name: str, exc: Exception) -> EffirError:
         return EffirError(f"Could not download {name} of '{repo_id}' from the Hugging Face Hub: {_hub_error(exc)}.")
 
-    # One metadata request first: it is not retried, so an unreachable Hub fails in about a second instead of
-    # after the download's five retries, and it says which files exist.
+    # One metadata request first (model_info, which lists the files): it is not retried, so an unreachable Hub fails
+    # in about a second instead of after the download's five retries (listing the tree is retried too).
     with _quiet_hub_logging():
         try:
-            present = set(huggingface_hub.HfApi().list_repo_files(repo_id, repo_type="model", revision=revision))
+            repo = huggingface_hub.HfApi().model_info(repo_id, revision=revision)
         except Exception as exc:  # network and Hub errors, all mapped to one line (see push)
             raise failed("config.json", exc) from None
+        present = {entry.rfilename for entry in repo.siblings or []}
 
         def fetch(name: str) -> bool:
             if name not in present:

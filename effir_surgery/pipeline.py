@@ -6,6 +6,7 @@ reload check -> optional comparison. ``analyze``: importance report, table and p
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,14 +24,15 @@ from .config import AnalyzeConfig, EncoderConfig, PipelineConfig, PruneConfig
 from .costs import param_count
 from .encode import read_encoder_config
 from .errors import EffirError
+from .layerwise import load_layerwise
 from .load import (
+    check_source,
     load_config,
-    load_layerwise,
     load_model,
     load_tokenizer,
     local_checkpoint,
     local_folder,
-    resolve_device,
+    require_device,
     resolve_source,
     source_trust,
 )
@@ -112,7 +114,7 @@ def prune(config: PruneConfig, on_plan: Callable[[SurgeryPlan], None] | None = N
     """
     started = time.perf_counter()
     source = resolve_source(config.model, config.revision)
-    resolve_device(config.device)  # a GPU this machine lacks fails before the output is touched
+    require_device(config.device)  # a GPU this machine lacks fails before the output is touched
     with allowing_foreign_code(config.trust_remote_code):
         if config.dry_run:
             return _prune(config, source, started, on_plan)
@@ -126,6 +128,7 @@ def _prune_to(config: PruneConfig, source, started: float, on_plan) -> PruneResu
 
 
 def _prune(config: PruneConfig, source, started: float, on_plan) -> PruneResult:
+    check_source(source)  # config, weights against it, tokenizer: a bad folder fails before any work
     model_config = load_config(source)
     shape = shape_from_config(model_config)
     validate_plan_config(shape, config)
@@ -284,7 +287,7 @@ def analyze(config: AnalyzeConfig) -> ImportanceReport:
     for models larger than half the available RAM (``_analyze_streaming``); the probe needs the whole model.
     """
     source = resolve_source(config.model, config.revision)
-    resolve_device(config.device)  # a GPU this machine lacks fails before the output is touched
+    require_device(config.device)  # a GPU this machine lacks fails before the output is touched
     with allowing_foreign_code(config.trust_remote_code), output_lock(config.output):
         out = check_output(config.output, config.overwrite, [*source.local_paths, config.calib, config.probe])
         return _analyze(config, source, out)
@@ -330,17 +333,22 @@ def _analyze(config: AnalyzeConfig, source, out: Path) -> ImportanceReport:
     return report
 
 
+def _launched_as_main() -> bool:
+    """Whether this is the main process of a launch (torchrun and accelerate set ``RANK``; a plain run is rank 0).
+    Read from the environment: creating accelerate's state here, before training configures it, would give every
+    process the wrong answer."""
+    return int(os.environ.get("RANK", "0") or 0) == 0
+
+
 def finetune(config):
     """``effir-surgery finetune``: fine-tune and save (``finetune.finetune``), then push when asked."""
-    from accelerate import PartialState
-
     from .extras import require_train
 
     require_train(lora=config.lora, bm25=config.mine == "bm25" and config.hard_negatives > 0)
     from .finetune import finetune as run_finetune
 
     with allowing_foreign_code(config.trust_remote_code):
-        if not PartialState().is_main_process:
+        if not _launched_as_main():
             run_finetune(config)
             return None  # only the main process saves (and reports); it alone holds the output's lock
         with output_lock(config.output):
@@ -407,18 +415,16 @@ def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
     (``_run_overview``). The run folder may not overlap the model or the data it reads, and the main process holds
     its lock (``outputs.output_lock``) for the whole run, so a second run of the same recipe fails at once.
     """
-    from accelerate import PartialState
-
     from .outputs import check_disjoint
 
     source = resolve_source(config.model, config.revision)  # a bad model reference fails before any stage
     evaluating = config.evaluate is not None and "evaluate" not in skip
     for device in {config.device, *((config.evaluate.device, *config.evaluate.devices) if evaluating else ())}:
-        resolve_device(device)  # a GPU this machine lacks fails before any stage
+        require_device(device)  # a GPU this machine lacks fails before any stage
     data = [config.finetune.train if config.finetune else None, *(config.evaluate.data_dir if config.evaluate else [])]
     check_disjoint(config.run_dir, [*source.local_paths, *data], what="run_dir")
     with allowing_foreign_code(config.trust_remote_code):
-        if not PartialState().is_main_process:
+        if not _launched_as_main():
             return _run(config, skip, source)
         with output_lock(config.run_dir):
             return _run(config, skip, source)
@@ -439,6 +445,7 @@ def _run(config: PipelineConfig, skip: tuple[str, ...], source) -> RunResult:
     record_path = run_dir / "run.json"
     names = [n for n in ("prune", "finetune", "evaluate", "push") if n not in skip and _stage(config, n) is not None]
     _check_stage_data(config, names)
+    check_source(source)  # config, weights against it, tokenizer: before the run folder is made
     record = json.loads(record_path.read_text()) if record_path.is_file() else {"stages": {}}
     upstream = _key(config.model, config.revision, _source_fingerprint(config.model))
     reuse = _reusable_stages(config, names, record, run_dir, upstream)
@@ -500,6 +507,7 @@ def _run(config: PipelineConfig, skip: tuple[str, ...], source) -> RunResult:
                     EvalConfig(
                         models=[str(current), *extra],
                         output=out,
+                        overwrite=True,  # a rerun of this stage replaces its results and reuses its mteb-cache
                         trust_remote_code=config.trust_remote_code,
                         **fields,
                     )

@@ -51,7 +51,8 @@ def _folder_key(folder: Path) -> str:
 
 def resolve_retriever(name: str) -> RetrieverSpec:
     """Map a name or model source to a ``RetrieverSpec``; model folders are validated (cheaply) here."""
-    from .load import check_model_folder, ensure_local, resolve_source
+    from .checkpoint import check_model_folder
+    from .load import ensure_local, resolve_source
 
     lowered = name.lower()
     if lowered in BM25_NAMES:

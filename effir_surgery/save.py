@@ -335,7 +335,7 @@ def load_saved(folder: str | Path, dtype=None, device: str = "cpu", causal_lm: b
     """Load a saved folder (``trust_remote_code``) as ``(model, tokenizer)``."""
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-    from .load import check_folder
+    from .checkpoint import check_folder
 
     check_folder(Path(folder))
     cls = AutoModelForCausalLM if causal_lm else AutoModel

@@ -8,7 +8,7 @@ How: the plan is checked against the checkpoint's config and tensor headers firs
 made for another model). The output tensors are listed from the post-surgery model class on the meta device (tied
 weights removed as transformers removes them), split into shards with huggingface_hub's splitter (the one
 ``save_pretrained`` uses), and each shard is written with a precomputed safetensors header followed by its tensors
-in safetensors' own order. Each tensor is read from the source (``load.CheckpointReader``: memory-mapped, closed
+in safetensors' own order. Each tensor is read from the source (``checkpoint.CheckpointReader``: memory-mapped, closed
 after every tensor), sliced to the plan's kept MLP rows or columns, cast, written and dropped. Peak memory is about
 one tensor (the largest is the embedding matrix), not one shard and not the model.
 """
@@ -28,17 +28,11 @@ from pydantic import BaseModel
 from ._logging import info, progress
 from ._memory import available_memory, format_bytes
 from .arch import resolve_spec, shape_from_config
+from .checkpoint import CheckpointReader
 from .costs import param_count
 from .errors import EffirError
-from .load import (
-    CheckpointReader,
-    load_config,
-    load_generation_config,
-    load_layerwise,
-    load_tokenizer,
-    resolve_source,
-    torch_dtype,
-)
+from .layerwise import load_layerwise
+from .load import load_config, load_generation_config, load_tokenizer, resolve_source, torch_dtype
 from .ops import OPERATORS
 from .plan import SurgeryPlan
 from .save import MAX_SHARD_SIZE, atomic_folder, check_reload, reload_inputs, write_support_files
@@ -355,7 +349,7 @@ class StreamingSurgery:
 
     def reference_outputs(self, inputs: dict) -> dict:
         """``{"logits", "hidden"}`` of the pruned model on ``inputs``, computed without the pruned folder: the
-        source checkpoint runs layer by layer (``load.LayerwiseModel``) and each layer goes through the plan's
+        source checkpoint runs layer by layer (``layerwise.LayerwiseModel``) and each layer goes through the plan's
         operators (the ones ``apply_plan`` uses) right after it is loaded."""
         plan, spec = self.plan, self.spec
         loaded = load_layerwise(resolve_source(str(self.folder)), self.dtype_name, "cpu")

@@ -173,12 +173,16 @@ def test_the_core_install_holds_what_prune_needs():
     assert any(r.startswith("accelerate") for r in core), core
 
 
-def test_analyze_refuses_an_existing_output(tmp_path):
-    out = tmp_path / "analysis"
+@pytest.mark.parametrize("command", ["analyze", "evaluate"])
+def test_every_command_refuses_an_existing_output(tmp_path, command):
+    """As prune and finetune do: an existing output needs --overwrite."""
+    out = tmp_path / "existing"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     model = tmp_path / "model"
     model.mkdir()
-    code, output, _ = cli("analyze", model, "-o", out)
+    (tmp_path / "data").mkdir()
+    extra = ["--task", "SciFact", "--data-dir", tmp_path / "data"] if command == "evaluate" else []
+    code, output, _ = cli(command, model, *extra, "-o", out, env={"EFFIR_SURGERY_CACHE": str(tmp_path / "c")})
     assert code == 2 and "already exists; pass --overwrite" in one_line(output), output
     assert (out / "keep.txt").read_text() == "mine"

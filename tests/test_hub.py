@@ -384,7 +384,7 @@ def test_card_of_a_recipe_run_shows_its_command_once(folder):
     from effir_surgery.card import render_model_card
 
     parent = json.loads((folder / "provenance.json").read_text())
-    recipe = "effir-surgery run recipes/study/mlp50.yaml"
+    recipe = "effir-surgery run studies/smollm2-effir/recipes/mlp50.yaml"
     parent["command"] = recipe
     child = {**parent, "tool_version": "0.1.0", "command": recipe, "parent": parent}
     (folder / "provenance.json").write_text(json.dumps(child))
@@ -943,7 +943,7 @@ def _recipe_run_folder(folder: Path) -> tuple[dict, dict]:
         model="smollm2-135m", output="runs/x/pruned", overwrite=True, device="cpu", verify_reload=False, **prune
     )
     tuned = FinetuneConfig(model="runs/x/pruned", output="runs/x/finetuned", device="cpu", overwrite=True, **finetune)
-    recipe = "effir-surgery run recipes/study/mlp25.yaml --set device=cpu"
+    recipe = "effir-surgery run studies/smollm2-effir/recipes/mlp25.yaml --set device=cpu"
     parent = json.loads((folder / "provenance.json").read_text())
     parent.update(command=recipe, config=pruned.model_dump(mode="json"))
     child = {**parent, "command": recipe, "parent": parent}

@@ -178,7 +178,11 @@ def test_bad_stage_data_fails_before_the_first_stage(setup, tmp_path, monkeypatc
 NO_HARDWARE_LINE_YET: set[str] = set()  # recipes whose header lacks a "Hardware:" line (none)
 
 
-@pytest.mark.parametrize("recipe", sorted((REPO / "recipes").glob("**/*.yaml")), ids=lambda p: p.name)
+# the product's recipes and each study's (studies/NAME/recipes/)
+RECIPES = sorted((REPO / "recipes").glob("**/*.yaml")) + sorted(REPO.glob("studies/*/recipes/**/*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
 def test_every_recipe_validates(recipe):
     """Every recipe validates against the schema, and its header comment (within the first 15 lines) opens with
     the recipe's purpose and states the hardware it needs and the exact command that runs it."""

@@ -17,7 +17,8 @@ from effir_surgery.calib import load_calibration
 from effir_surgery.cli import main
 from effir_surgery.config import PlanConfig, PruneConfig
 from effir_surgery.errors import EffirError
-from effir_surgery.load import load_layerwise, load_model, resolve_source
+from effir_surgery.layerwise import load_layerwise
+from effir_surgery.load import load_model, resolve_source
 from effir_surgery.plan import make_plan
 from effir_surgery.save import save_model
 from effir_surgery.streaming import StreamingSurgery, _Entry, apply_plan_streaming, write_safetensors

@@ -32,7 +32,7 @@ from ..config import EncoderConfig, FinetuneConfig
 from ..costs import CostComparison
 from ..encode import sentence_transformer
 from ..errors import EffirError
-from ..load import ensure_local, load_config, resolve_device, resolve_source, torch_dtype
+from ..load import check_source, ensure_local, load_config, require_device, resolve_source, torch_dtype
 from ..ops.gate_mlp import (
     accumulate_scores,
     close_to_budget,
@@ -43,7 +43,7 @@ from ..ops.gate_mlp import (
     scheduled_open_count,
     shrink_gates,
 )
-from ..outputs import check_output
+from ..outputs import check_disjoint, check_output
 from ..plan import SurgeryPlan, neuron_budget, plan_from_gates
 from ..save import invocation, load_saved, save_model
 from ..surgery import apply_plan
@@ -453,13 +453,15 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     started = time.perf_counter()
     state = PartialState()
     out = Path(config.output)
-    source = resolve_source(config.model, config.revision)
-    resolve_device(config.device)  # a GPU this machine lacks fails before anything is written or loaded
-    check_output(out, config.overwrite, [*source.local_paths, config.train])
+    require_device(config.device)  # a GPU this machine lacks fails before anything is written or loaded
+    check_output(out, config.overwrite, [config.train])
     data = read_train_data(config.train, config.train_split)  # bad data fails before any model is loaded
     if config.mine == "none":  # before the work folder: build_rows would refuse the data only after it is made
         check_given_negatives(data, config.hard_negatives)
     _check_fsdp_settings()
+    source = resolve_source(config.model, config.revision)
+    check_disjoint(out, source.local_paths)  # never write into, over or around the model being fine-tuned
+    check_source(source)  # config, weights against it, tokenizer: a bad folder fails before the work folder
     model_config = load_config(source)
     spec = resolve_spec(model_config)
     shape = shape_from_config(model_config)

@@ -1,6 +1,6 @@
-"""The study's bookkeeping scripts: keeping a finished run's results (scripts/study_archive.py), rebuilding a kept
-variant's architecture for timing (scripts/study_speed.py) and the page built from what is kept
-(scripts/study_report.py). Run folders here are small fakes with the files those scripts read."""
+"""The study's bookkeeping scripts (in ``studies/smollm2-effir/scripts/``): keeping a finished run's results
+(study_archive.py), rebuilding a kept variant's architecture for timing (study_speed.py) and the page built from
+what is kept (study_report.py). Run folders here are small fakes with the files those scripts read."""
 
 from __future__ import annotations
 
@@ -12,9 +12,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_configs
+
+pytestmark = pytest.mark.study
 
 SCRIPTS = Path(__file__).resolve().parent.parent / "scripts"
+REPO = Path(__file__).resolve().parents[3]
+
+
+def product_helpers():
+    """The product tests' helpers (tiny models, tokenizer, BEIR folders) from ``tests/conftest.py``, loaded by path
+    under a name of their own: a conftest.py in this folder would shadow it for the product tests."""
+    name = "effir_product_test_helpers"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "tests" / "conftest.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
 
 
 def script(name: str):
@@ -117,7 +131,7 @@ def test_architecture_plan_rebuilds_the_kept_shape():
     from effir_surgery.arch import shape_from_config
 
     plan_for = script("study_speed").architecture_plan
-    config = tiny_configs()["llama"]
+    config = product_helpers().tiny_configs()["llama"]
     shape = shape_from_config(config)
     full = shape.mlp_widths[0]
     widths = [full, 0, full // 2, 0]
@@ -194,7 +208,7 @@ def test_report_from_kept_results(tmp_path, monkeypatch):
     # second protocol: the pruned retriever's score before retraining comes from the same run's results
     assert "| 0.2000 | 0.5000 | -10.00 | 0.4500 (drop 15 MLP) |" in page
     # variants not run yet are named, with their recipes
-    assert "drop 8 attention (`recipes/study/attn25.yaml`)" in page
+    assert "drop 8 attention (`studies/smollm2-effir/recipes/attn25.yaml`)" in page
     assert (out / "results.png").stat().st_size > 0
 
 
@@ -273,12 +287,14 @@ def test_seeds_are_read_from_kept_repeat_folders(tmp_path):
 
 @pytest.mark.slow  # three fresh measuring processes, all-MiniLM-L6-v2 among them
 def test_speed_times_each_kept_architecture_once(tmp_path, monkeypatch):
-    """scripts/study_speed.py end to end on a tiny source: every kept variant is rebuilt and timed in its own
+    """study_speed.py end to end on a tiny source: every kept variant is rebuilt and timed in its own
     process (a seed repeat is not: it has its variant's architecture), with the source and all-MiniLM-L6-v2, and
     the parameter count of a rebuilt variant is the one its kept widths describe."""
-    from conftest import build_tiny, make_beir, save_tiny_source, tiny_tokenizer
-
     from effir_surgery.arch import shape_from_config
+
+    helpers = product_helpers()
+    build_tiny, make_beir = helpers.build_tiny, helpers.make_beir
+    save_tiny_source, tiny_tokenizer = helpers.save_tiny_source, helpers.tiny_tokenizer
 
     speed = script("study_speed")
     model = build_tiny("llama")

@@ -1,8 +1,9 @@
-"""Keep a finished study run's results in the repository: copy its small result files to ``docs/study/VARIANT/``.
+"""Keep a finished study run's results in the repository: copy its small result files to ``results/VARIANT/``.
 
-The run folders under ``runs/study/`` hold weights (hundreds of MB each), are not committed, and do not outlive a
-session; one study variant costs about half an hour on the 2-core CPU used here, so the study is collected over
-several sessions. This script keeps, per variant, what ``scripts/study_report.py`` reads:
+The run folders under the repo root's ``runs/study/`` hold weights (hundreds of MB each), are not committed, and do
+not outlive a session; one study variant costs about half an hour on the 2-core CPU used here, so the study is
+collected over several sessions. This script keeps, per variant, in the study's ``results/`` folder, what
+``study_report.py`` reads:
 
 - ``run.json``: the recipe's stage hashes and wall times;
 - ``eval/results.json`` and ``eval/results.md``: the variant's own mteb scores;
@@ -10,7 +11,11 @@ several sessions. This script keeps, per variant, what ``scripts/study_report.py
   and ``finetune.json`` (what was removed, the widths, the training settings and loss curve);
 - ``time.txt``: the ``/usr/bin/time -v`` summary of the whole recipe (wall time, peak memory), when the log exists.
 
-    python scripts/study_archive.py VARIANT [VARIANT ...] [--runs runs/study] [--to docs/study]
+    python studies/smollm2-effir/scripts/study_archive.py VARIANT [VARIANT ...] [--runs runs/study]
+        [--to studies/smollm2-effir/results]
+
+The defaults are found from this file, not the working directory: the repo root's ``runs/study`` and the study's
+``results``.
 
 A variant is archived only when its recipe finished: ``eval/results.json`` must exist and be newer than every
 stage output it scores, so an interrupted run is never recorded.
@@ -23,6 +28,9 @@ import json
 import shutil
 from pathlib import Path
 
+STUDY = Path(__file__).resolve().parents[1]  # the study's folder, studies/smollm2-effir
+REPO = STUDY.parents[1]
+RECIPES = (STUDY / "recipes").relative_to(REPO).as_posix()  # named from the repo root in messages
 MODEL_FILES = ("surgery_plan.json", "config.json", "finetune.json")
 TIME_KEYS = ("Elapsed (wall clock) time", "Maximum resident set size", "Exit status")
 
@@ -32,11 +40,11 @@ def archive(variant: str, runs: Path, to: Path) -> Path:
     src = runs / variant
     results = src / "eval" / "results.json"
     if not results.is_file():
-        raise SystemExit(f"{results} is missing: '{variant}' has not finished (run recipes/study/{variant}.yaml).")
+        raise SystemExit(f"{results} is missing: '{variant}' has not finished (run {RECIPES}/{variant}.yaml).")
     models = [Path(m["path"]) for m in json.loads(results.read_text())["models"] if m.get("path")]
     stale = [m for m in models if m.is_dir() and m.stat().st_mtime > results.stat().st_mtime]
     if stale:
-        raise SystemExit(f"{results} is older than {stale[0]}: rerun recipes/study/{variant}.yaml to finish it.")
+        raise SystemExit(f"{results} is older than {stale[0]}: rerun {RECIPES}/{variant}.yaml to finish it.")
     dest = to / variant
     tmp = to / f".{variant}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -67,8 +75,8 @@ def archive(variant: str, runs: Path, to: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("variants", nargs="+")
-    parser.add_argument("--runs", default="runs/study")
-    parser.add_argument("--to", default="docs/study")
+    parser.add_argument("--runs", default=str(REPO / "runs" / "study"))
+    parser.add_argument("--to", default=str(STUDY / "results"))
     args = parser.parse_args()
     for variant in args.variants:
         print(f"archived {variant} -> {archive(variant, Path(args.runs), Path(args.to))}")

@@ -1,15 +1,17 @@
-"""Build docs/results.md and docs/results.png from the study's kept results (``docs/study/``).
+"""Build docs/results.md and docs/results.png from the study's kept results (``studies/smollm2-effir/results/``).
 
-The study (``recipes/study/*.yaml``, ``bash scripts/run_study.sh``) is collected over several sessions: each finished
-variant's small result files are kept in ``docs/study/VARIANT/`` by ``scripts/study_archive.py``. This page reads
+The study (``recipes/*.yaml`` and ``scripts/run_study.sh`` in ``studies/smollm2-effir/``) is collected over several
+sessions: each finished variant's small result files are kept in ``results/VARIANT/`` by ``scripts/study_archive.py``
+(paths in the study's folder). This page reads
 each variant's own scores (``eval/results.json``: its fine-tuned model, and for the second protocol the pruned
 model before retraining), what was removed and how it trained (``finetuned/{surgery_plan,config,finetune}.json``,
 ``run.json``), the baselines (``baselines/``), ArguAna (``arguana/``, if run) and the throughput of every model
 measured in one sitting (``speed.json``, ``scripts/study_speed.py``). Every number in the generated part of the page
 comes from those files; variants not run yet are listed as such. Text under the page's "## Discussion" heading is
-written by hand and kept when the page is regenerated.
+written by hand and kept when the page is regenerated. The defaults are found from this file, not the working
+directory:
 
-    python scripts/study_report.py [--study docs/study] [--out docs]
+    python studies/smollm2-effir/scripts/study_report.py [--study studies/smollm2-effir/results] [--out docs]
 """
 
 from __future__ import annotations
@@ -17,8 +19,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 from pathlib import Path
 
+STUDY = Path(__file__).resolve().parents[1]  # the study's folder, studies/smollm2-effir
+REPO = STUDY.parents[1]
+HOME = STUDY.relative_to(REPO).as_posix()  # how the page names the study's folder (paths from the repo root)
 VARIANTS = [
     "ref",
     "mlp25",
@@ -72,15 +78,15 @@ def load(path: Path):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--study", default="docs/study")
-    parser.add_argument("--out", default="docs")
+    parser.add_argument("--study", default=str(STUDY / "results"))
+    parser.add_argument("--out", default=str(REPO / "docs"))
     args = parser.parse_args()
     study, out = Path(args.study), Path(args.out)
     timing = load(study / "speed.json")
     speed = (timing or {}).get("models", {})
     rows = _rows(study, speed)
     if not rows or rows[0]["variant"] != "ref":
-        raise SystemExit(f"the reference is not in {study}/ref: run bash scripts/run_study.sh ref")
+        raise SystemExit(f"the reference is not in {study}/ref: run bash {HOME}/scripts/run_study.sh ref")
     baselines = _baselines(load(study / "baselines" / "eval" / "results.json"), speed)
     second = _second_dataset(load(study / "arguana" / "eval" / "results.json"))
     page = out / "results.md"
@@ -88,7 +94,7 @@ def main() -> None:
     if page.is_file() and DISCUSSION in page.read_text():
         kept = page.read_text().split(DISCUSSION, 1)[1]
     seeds = _seeds(study, rows)
-    lines = _page(rows, baselines, study, second, timing, seeds)
+    lines = _page(rows, baselines, out, second, timing, seeds)
     page.write_text("\n".join(lines) + "\n\n" + DISCUSSION + (kept or "\n\n(to be written)\n"))
     if any(row["entry"]["efficiency"] for row in rows):
         _plot(rows, baselines, out / "results.png", seeds)
@@ -143,7 +149,7 @@ def _time(path: Path) -> str | None:
 
 
 def _baselines(results, speed: dict) -> list[dict]:
-    """The un-fine-tuned model, BM25 and MiniLM (``recipes/study/baselines.yaml``), with their measured speed."""
+    """The un-fine-tuned model, BM25 and MiniLM (``recipes/baselines.yaml``), with their measured speed."""
     if results is None:
         return []
     out = []
@@ -164,7 +170,7 @@ def _key(entry) -> str:
 
 
 def _second_dataset(results) -> dict:
-    """ArguAna (recipes/study/arguana.yaml): nDCG@10 by model key, and the subsample note."""
+    """ArguAna (recipes/arguana.yaml): nDCG@10 by model key, and the subsample note."""
     if results is None:
         return {}
     task = results["models"][0]["tasks"][0]
@@ -175,28 +181,31 @@ def _second_dataset(results) -> dict:
     }
 
 
-def _page(rows, baselines, study, second, speed, seeds) -> list[str]:
+def _page(rows, baselines, out, second, speed, seeds) -> list[str]:
     ref = rows[0]
     task = ref["entry"]["tasks"][0]
     cfg = ref["training"].get("config", {})
     sub = task.get("subsample")
     settings = (speed or {}).get("settings", {})
     missing = [v for v in VARIANTS if v not in {row["variant"] for row in rows}]
+    readme = Path(os.path.relpath(STUDY / "README.md", out.resolve())).as_posix()  # a link from the page's folder
+    run = f"bash {HOME}/scripts/run_study.sh"
     lines = [
         "# Results: the EffiR finding on SmolLM2-135M",
         "",
-        "Generated by `python scripts/study_report.py` from the study's kept results in `docs/study/` (one folder "
-        "per recipe of `recipes/study/`); do not edit the numbers by hand. Reproduce everything with:",
+        f"Generated by `python {HOME}/scripts/study_report.py` from the [study's]({readme}) kept results in "
+        f"`{HOME}/results/` (one folder per recipe of `{HOME}/recipes/`); do not edit the numbers by hand. Reproduce "
+        "everything with:",
         "",
         "```bash",
-        "bash scripts/run_study.sh   # effir-surgery run recipes/study/<variant>.yaml per variant, the baselines,",
-        "                            # then scripts/study_speed.py and this page",
+        f"{run}   # effir-surgery run {HOME}/recipes/<variant>.yaml",
+        f"{' ' * len(run)}   # per variant, the baselines, then study_speed.py and this page",
         "```",
         "",
         "One variant costs half an hour to an hour on the 2-core CPUs used here (wall times below), so the study is "
-        "collected over several sessions: `scripts/run_study.sh` keeps each finished variant in `docs/study/VARIANT/` "
-        "and skips it later. `bash scripts/run_study.sh VARIANT@SEED` repeats a variant with another fine-tuning "
-        "seed.",
+        f"collected over several sessions: `{HOME}/scripts/run_study.sh` keeps each finished variant in "
+        f"`{HOME}/results/VARIANT/` and skips it later. `{run} VARIANT@SEED` repeats a variant with another "
+        "fine-tuning seed.",
         "",
         "## Setup",
         "",
@@ -215,23 +224,23 @@ def _page(rows, baselines, study, second, speed, seeds) -> list[str]:
     ]
     if speed:
         lines.append(
-            f"- Throughput (`python scripts/study_speed.py`, {speed['created'][:10]}): every model in a fresh process "
-            f"on the same {settings.get('texts')} SciFact documents, batch {settings.get('batch_size')}, "
+            f"- Throughput (`python {HOME}/scripts/study_speed.py`, {speed['created'][:10]}): every model in a fresh "
+            f"process on the same {settings.get('texts')} SciFact documents, batch {settings.get('batch_size')}, "
             f"{settings.get('dtype')}, {speed['models'][speed['reference']]['threads']} CPU threads, best of two "
             "passes after warm-up, one model after another in one sitting. Each variant is timed on its architecture "
             "rebuilt from its kept `config.json` (speed does not depend on the weight values). Speed-ups are "
             "against the unpruned architecture. FLOPs/token exclude the LM head (the retriever never uses it)."
         )
     else:
-        lines.append("- Throughput: not measured yet (`python scripts/study_speed.py`).")
+        lines.append(f"- Throughput: not measured yet (`python {HOME}/scripts/study_speed.py`).")
     if second:
         lines.append(
-            f"- Second dataset, zero-shot: {second['task']} test through mteb (`recipes/study/arguana.yaml`), "
+            f"- Second dataset, zero-shot: {second['task']} test through mteb (`{HOME}/recipes/arguana.yaml`), "
             f"{second['note']}, same length and dtype; no model was trained on it."
         )
     if missing:
         lines.append(
-            "- **Not run yet:** " + ", ".join(f"{LABELS[v]} (`recipes/study/{v}.yaml`)" for v in missing) + "."
+            "- **Not run yet:** " + ", ".join(f"{LABELS[v]} (`{HOME}/recipes/{v}.yaml`)" for v in missing) + "."
         )
     lines += ["", "## Quality and cost", ""]
     lines += _table(rows, baselines, second)
@@ -318,7 +327,7 @@ def _findings(rows, second) -> list[str]:
             lines.append(
                 f"- **Drop {k}:** removing {k} MLP sublayers changes nDCG@10 by {dm:+.2f} points; removing {k} "
                 f"attention sublayers by {da:+.2f}. At the same count, the MLP drop {verdict} quality than the "
-                "attention drop (per parameter: run scripts/study_speed.py)."
+                f"attention drop (per parameter: run {HOME}/scripts/study_speed.py)."
             )
             continue
         pm, pa = dm / (removed(mlp) / 1e7), da / (removed(attn) / 1e7)
@@ -402,7 +411,7 @@ def _second_protocol(rows) -> list[str]:
 
 def _seeds(study: Path, rows) -> dict[str, dict]:
     """nDCG@10 by fine-tuning seed for each variant that was repeated: its kept run (the recipe's own seed) and every
-    ``docs/study/VARIANT@SEED`` (``bash scripts/run_study.sh VARIANT@SEED``). Variants run once are left out."""
+    ``results/VARIANT@SEED`` (``bash scripts/run_study.sh VARIANT@SEED``). Variants run once are left out."""
     out = {}
     for row in rows:
         runs = {row["training"].get("config", {}).get("seed", "recipe"): _scores(row["entry"])["ndcg_at_10"]}
@@ -437,8 +446,9 @@ def _spread(rows, seeds: dict[str, dict]) -> list[str]:
         "## Run-to-run spread (fine-tuning seed)",
         "",
         "The table above shows one run per variant, with the recipe's seed. These variants were also fine-tuned "
-        "with other seeds (`bash scripts/run_study.sh VARIANT@SEED`, kept in `docs/study/VARIANT@SEED/`); the seed "
-        "draws the BM25 hard negatives and orders the training batches, and nothing else changes. Δ is against "
+        f"with other seeds (`bash {HOME}/scripts/run_study.sh VARIANT@SEED`, kept in `{HOME}/results/VARIANT@SEED/`); "
+        "the seed draws the BM25 hard negatives and orders the training batches, and nothing else changes. "
+        "Δ is against "
         + ("the reference's mean over its seeds." if "ref" in seeds else "the reference's single run."),
         "",
         "| model | seeds | nDCG@10 by seed | mean | range (points) | Δ mean vs ref (points) |",
@@ -547,7 +557,7 @@ def _plot(rows, baselines, path: Path, seeds: dict[str, dict] | None = None) -> 
     ax.set_xlabel(
         f"encoding throughput (tokens/s, same documents, {eff['dtype']}, {eff['threads']} CPU threads)"
         if eff
-        else "encoding throughput (not measured yet: scripts/study_speed.py)"
+        else f"encoding throughput (not measured yet: {HOME}/scripts/study_speed.py)"
     )
     ax.set_ylabel(f"SciFact nDCG@10 (test, {corpus})")
     ax.set_title(

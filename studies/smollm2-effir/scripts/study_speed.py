@@ -1,17 +1,19 @@
-"""Measure the encoding throughput of every study model in one sitting: ``docs/study/speed.{json,md}``.
+"""Measure the encoding throughput of every study model in one sitting: the study's ``results/speed.{json,md}``.
 
 Throughput depends on a model's architecture (which sublayers are left, how wide each MLP is), not on its weight
 values: the study's compressed models are dense fp32 networks, so the same shapes cost the same time whatever was
 learned. The fine-tuned weights live in run folders that do not outlive a session, while the study is collected
-over several sessions (``scripts/study_archive.py``). So this script rebuilds each kept variant's architecture from
-its archived ``config.json`` (``docs/study/VARIANT/finetuned/config.json``): it loads SmolLM2-135M, removes the
+over several sessions (``study_archive.py``). So this script rebuilds each kept variant's architecture from
+its archived ``config.json`` (``results/VARIANT/finetuned/config.json``): it loads SmolLM2-135M, removes the
 same sublayers and narrows the same MLPs to the same widths (keeping the first neurons: which ones does not change
 the cost), saves the folder, and times every folder, the unpruned model and all-MiniLM-L6-v2 on the same SciFact
 documents, each in a fresh process, one after another. Parameters and FLOPs/token come from the same folders.
 
-    python scripts/study_speed.py [--study docs/study] [--data ../shared/data/scifact] [--work runs/study/speed]
+    python studies/smollm2-effir/scripts/study_speed.py [--study studies/smollm2-effir/results]
+        [--data ../shared/data/scifact] [--work runs/study/speed]
 
-Run it on an otherwise idle machine: it reports measured speed.
+The defaults are found from this file, not the working directory: the study's ``results``, ``../shared/data``
+beside the repo and the repo root's ``runs/study``. Run it on an otherwise idle machine: it reports measured speed.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from effir_surgery.retrievers import measure_in_fresh_process, resolve_retriever
 from effir_surgery.save import invocation, save_model
 from effir_surgery.surgery import apply_plan
 
+STUDY = Path(__file__).resolve().parents[1]  # the study's folder, studies/smollm2-effir
+REPO = STUDY.parents[1]
 SOURCE = "smollm2-135m"
 SETTINGS = {"texts": 128, "batch_size": 32, "dtype": "float32", "max_length": 128, "seed": 0}  # as the study's eval
 
@@ -69,17 +73,17 @@ def build(variant: str, config: dict, work: Path) -> Path:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--study", default="docs/study")
-    parser.add_argument("--data", default="../shared/data/scifact")
-    parser.add_argument("--work", default="runs/study/speed")
+    parser.add_argument("--study", default=str(STUDY / "results"))
+    parser.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "scifact"))
+    parser.add_argument("--work", default=str(REPO / "runs" / "study" / "speed"))
     args = parser.parse_args()
     study, work = Path(args.study), Path(args.work)
-    # a seed repeat (VARIANT@SEED, scripts/run_study.sh) has its variant's architecture, so it is timed once
+    # a seed repeat (VARIANT@SEED, run_study.sh) has its variant's architecture, so it is timed once
     variants = sorted(
         p.parent.parent.name for p in study.glob("*/finetuned/config.json") if "@" not in p.parent.parent.name
     )
     if not variants:
-        raise SystemExit(f"{study} holds no archived variant (scripts/study_archive.py)")
+        raise SystemExit(f"{study} holds no archived variant (study_archive.py)")
     # the documents `effir-surgery evaluate` times (same sample); a bad --data folder fails here, before any model
     texts = speed_sample(load_beir(Path(args.data), "test").corpus, SETTINGS["texts"], SETTINGS["seed"])
     models = {SOURCE: resolve_retriever(SOURCE)}

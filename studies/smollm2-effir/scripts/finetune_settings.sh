@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Which fine-tuning settings let a pruned SmolLM2 learn on a CPU budget? Trains the 50%-MLP-dropped model (the
-# prune stage of recipes/study/mlp50.yaml) with the study's settings (SciFact train, batch 16 + 1 BM25 hard negative
-# each, so 32 candidates per query and a chance-level loss of ln 32 = 3.47; documents at 64 tokens; 57 steps = one
-# epoch; full fine-tuning, lr 1e-4, scale 50, fp32) and with one setting changed at a time. Prints the seconds per
-# step and the loss every 3 steps. Results: docs/finetune.md.
-#   bash scripts/finetune_settings.sh [PRUNED_FOLDER] [STEPS]
+# prune stage of studies/smollm2-effir/recipes/mlp50.yaml) with the study's settings (SciFact train, batch 16 + 1
+# BM25 hard negative each, so 32 candidates per query and a chance-level loss of ln 32 = 3.47; documents at 64
+# tokens; 57 steps = one epoch; full fine-tuning, lr 1e-4, scale 50, fp32) and with one setting changed at a time.
+# Prints the seconds per step and the loss every 3 steps. Results: docs/finetune.md.
+#   bash studies/smollm2-effir/scripts/finetune_settings.sh [PRUNED_FOLDER] [STEPS]
+# The script works in the repo root wherever it is started: a relative PRUNED_FOLDER is taken from there, and the
+# training data from ../shared/data beside the repo.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../../.."   # the repo root
 model=${1:-runs/study/mlp50/pruned}
 steps=${2:-57}
 work=$(mktemp -d)
