@@ -30,11 +30,10 @@ from .beir import BeirSplit, load_beir
 from .config import EvalConfig
 from .errors import EffirError
 from .retrievers import (
-    BM25_NAMES,
-    MINILM_NAMES,
     RetrieverSpec,
     load_dense,
     measure_in_fresh_process,
+    require_eval_for,
     resolve_retriever,
 )
 from .save import invocation
@@ -299,10 +298,9 @@ class CorpusTimer:
     rate is the slowest per token and the estimate errs long; the ETA of later lines (runs without progress bars
     only, at most every ``PROGRESS_SECONDS``) uses the rate over all batches since the first.
 
-    Nothing is printed when the corpus is encoded before the measurement ends (small corpora), when mteb's cache
-    holds the scores (nothing is encoded), or when encoding runs in worker processes (several devices), where the
-    hook sees no batch. ``documents`` is the corpus size when known (a local folder); otherwise the sizes of the
-    chunks seen so far.
+    Nothing is printed when the corpus is encoded before the measurement ends (small corpora) or when mteb's cache
+    holds the scores (nothing is encoded); with several devices no timer is made (``_corpus_timer``).
+    ``documents`` is the corpus size when known (a local folder); otherwise the sizes of the chunks seen so far.
     """
 
     def __init__(self, model, label: str, documents: int | None, interactive: bool, clock=time.monotonic):
@@ -399,9 +397,10 @@ class CorpusTimer:
         return max(self.total * self.mean_tokens - self.tokens, left_docs) / rate
 
 
-def _corpus_timer(model, spec: RetrieverSpec, label: str, documents: int | None):
-    """A ``CorpusTimer`` around a dense model's mteb run; nothing for BM25 (its indexing is not timed)."""
-    if spec.kind == "bm25" or not hasattr(model, "register_forward_hook"):
+def _corpus_timer(model, spec: RetrieverSpec, label: str, documents: int | None, devices=()):
+    """A ``CorpusTimer`` around a dense model's mteb run; nothing for BM25 (its indexing is not timed) and nothing
+    when several ``devices`` encode in worker processes (they get the model pickled, and the hook sees no batch)."""
+    if spec.kind == "bm25" or len(devices) > 1 or not hasattr(model, "register_forward_hook"):
         return contextlib.nullcontext()
     return CorpusTimer(model, label, documents, _tty())
 
@@ -451,24 +450,21 @@ def _load_model(spec: RetrieverSpec, config: EvalConfig):
 def evaluate(config: EvalConfig) -> EvalResults:
     """Evaluate every model of ``config`` on every task; write results.json, results.md and tradeoff.png. Code in a
     model folder that is not this toolkit's runs only with ``config.trust_remote_code`` (``trust.py``)."""
-    from .outputs import check_output, output_lock
+    from .outputs import claimed_output
     from .trust import allowing_foreign_code
 
     inputs = [*config.data_dir, *(m for m in config.models if Path(m).expanduser().exists())]
-    with allowing_foreign_code(config.trust_remote_code), output_lock(config.output):
-        # an existing output is refused without --overwrite, as every command does; with it the result files are
-        # replaced and its mteb-cache is reused (keyed by model and task content, it cannot go stale)
-        check_output(config.output, config.overwrite, inputs)
+    # an existing output is refused without --overwrite, as every command does; with it the result files are
+    # replaced and its mteb-cache is reused (keyed by model and task content, it cannot go stale)
+    with allowing_foreign_code(config.trust_remote_code), claimed_output(config.output, config.overwrite, inputs):
         return _evaluate(config)
 
 
 def _evaluate(config: EvalConfig) -> EvalResults:
     """The body of ``evaluate``, with the trust decision in force."""
-    from .extras import require_eval
     from .load import require_device
 
-    names = {m.lower() for m in config.models}
-    require_eval(bm25=bool(names & BM25_NAMES), minilm=bool(names & MINILM_NAMES))
+    require_eval_for(config.models)
     for device in {config.device, *config.devices}:
         require_device(device)  # a GPU this machine lacks fails before anything is loaded or written
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -537,13 +533,7 @@ def _evaluate(config: EvalConfig) -> EvalResults:
                 / f"{_slug(source.name)}-{key}-{_settings_key(spec, config)}"
             )
             pool = devices if spec.kind != "bm25" else ()
-            # several devices encode in worker processes, which get the model pickled: no timer there
-            timer = (
-                contextlib.nullcontext()
-                if len(pool) > 1
-                else _corpus_timer(model, spec, source.name, len(data.corpus) if source.folder else None)
-            )
-            with timer:
+            with _corpus_timer(model, spec, source.name, len(data.corpus) if source.folder else None, pool):
                 scores = _run_mteb(model, task, cache, config.batch_size, config.split, pool)
             import mteb
 

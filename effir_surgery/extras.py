@@ -42,9 +42,11 @@ def require(extra: str, purpose: str, modules: dict[str, str]) -> None:
         )
 
 
-def require_train(purpose: str = "finetune", *, lora: bool = True, bm25: bool = False) -> None:
-    """Fine-tuning: sentence-transformers, datasets, peft (LoRA) and the BM25 miner when it is used."""
-    modules = dict(TRAIN) if lora else {k: v for k, v in TRAIN.items() if k != "peft"}
+def require_train(settings, purpose: str = "finetune") -> None:
+    """Fine-tuning with ``settings`` (``FinetuneSettings``): sentence-transformers, datasets, peft (LoRA) and the
+    BM25 miner when it mines hard negatives."""
+    modules = dict(TRAIN) if settings.lora else {k: v for k, v in TRAIN.items() if k != "peft"}
+    bm25 = settings.mine == "bm25" and settings.hard_negatives > 0
     require("train", purpose, {**modules, **(BM25 if bm25 else {})})
 
 

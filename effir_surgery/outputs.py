@@ -57,6 +57,14 @@ def check_output(out: str | Path, overwrite: bool, inputs=()) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def claimed_output(out: str | Path, overwrite: bool, inputs=()):
+    """Lock ``out`` (``output_lock``), then check it (``check_output``) under the lock, so a second writer can
+    neither pass the check meanwhile nor replace the result; yields ``out`` as a ``Path``."""
+    with output_lock(out):
+        yield check_output(out, overwrite, inputs)
+
+
 def _lock_path(out: Path) -> Path:
     return out.parent / f".{out.name}.lock"
 

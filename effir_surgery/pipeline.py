@@ -36,7 +36,7 @@ from .load import (
     resolve_source,
     source_trust,
 )
-from .outputs import check_output, output_lock
+from .outputs import claimed_output, output_lock
 from .plan import SurgeryPlan, make_plan, validate_plan_config
 from .save import atomic_folder, invocation, save_model
 from .surgery import SurgeryRecord, apply_plan
@@ -118,13 +118,8 @@ def prune(config: PruneConfig, on_plan: Callable[[SurgeryPlan], None] | None = N
     with allowing_foreign_code(config.trust_remote_code):
         if config.dry_run:
             return _prune(config, source, started, on_plan)
-        return _prune_to(config, source, started, on_plan)
-
-
-def _prune_to(config: PruneConfig, source, started: float, on_plan) -> PruneResult:
-    with output_lock(config.output):  # checked under the lock: a second writer cannot pass the check meanwhile
-        check_output(config.output, config.overwrite, [*source.local_paths, config.calib, config.importance])
-        return _prune(config, source, started, on_plan)
+        with claimed_output(config.output, config.overwrite, [*source.local_paths, config.calib, config.importance]):
+            return _prune(config, source, started, on_plan)
 
 
 def _prune(config: PruneConfig, source, started: float, on_plan) -> PruneResult:
@@ -288,8 +283,11 @@ def analyze(config: AnalyzeConfig) -> ImportanceReport:
     """
     source = resolve_source(config.model, config.revision)
     require_device(config.device)  # a GPU this machine lacks fails before the output is touched
-    with allowing_foreign_code(config.trust_remote_code), output_lock(config.output):
-        out = check_output(config.output, config.overwrite, [*source.local_paths, config.calib, config.probe])
+    inputs = [*source.local_paths, config.calib, config.probe]
+    with (
+        allowing_foreign_code(config.trust_remote_code),
+        claimed_output(config.output, config.overwrite, inputs) as out,
+    ):
         return _analyze(config, source, out)
 
 
@@ -344,7 +342,7 @@ def finetune(config):
     """``effir-surgery finetune``: fine-tune and save (``finetune.finetune``), then push when asked."""
     from .extras import require_train
 
-    require_train(lora=config.lora, bm25=config.mine == "bm25" and config.hard_negatives > 0)
+    require_train(config)
     from .finetune import finetune as run_finetune
 
     with allowing_foreign_code(config.trust_remote_code):
@@ -638,14 +636,13 @@ def _check_stage_data(config, names: list[str]) -> None:
     train split of a BEIR folder), each evaluation folder gets cheap file checks (the files exist; nothing is
     parsed). Errors name the recipe field."""
     from .beir import find_file, is_beir_folder
-    from .extras import require_eval, require_train
+    from .extras import require_train
     from .finetune.data import check_given_negatives, read_train_data
-    from .retrievers import BM25_NAMES, MINILM_NAMES
+    from .retrievers import require_eval_for
 
     if "finetune" in names:
         settings = config.finetune
-        bm25 = settings.mine == "bm25" and settings.hard_negatives > 0
-        require_train("the recipe's finetune stage", lora=settings.lora, bm25=bm25)
+        require_train(settings, "the recipe's finetune stage")
         try:
             data = read_train_data(settings.train, settings.train_split)
         except EffirError as exc:
@@ -656,8 +653,7 @@ def _check_stage_data(config, names: list[str]) -> None:
             except EffirError as exc:
                 raise EffirError(f"finetune: {exc}") from None
     if "evaluate" in names:
-        models = {m.lower() for m in config.evaluate.models}
-        require_eval("the recipe's evaluate stage", bm25=bool(models & BM25_NAMES), minilm=bool(models & MINILM_NAMES))
+        require_eval_for(config.evaluate.models, "the recipe's evaluate stage")
         split = config.evaluate.split
         for folder in map(Path, config.evaluate.data_dir):
             where = f"evaluate.data_dir: '{folder}'"

@@ -49,6 +49,14 @@ def _folder_key(folder: Path) -> str:
     return digest.hexdigest()[:12]
 
 
+def require_eval_for(models, purpose: str = "evaluate") -> None:
+    """The [eval] extra, plus what the baselines among ``models`` need (``extras.require_eval``)."""
+    from .extras import require_eval
+
+    names = {m.lower() for m in models}
+    require_eval(purpose, bm25=bool(names & BM25_NAMES), minilm=bool(names & MINILM_NAMES))
+
+
 def resolve_retriever(name: str) -> RetrieverSpec:
     """Map a name or model source to a ``RetrieverSpec``; model folders are validated (cheaply) here."""
     from .checkpoint import check_model_folder
