@@ -17,8 +17,7 @@ class ArchSpec:
     """Where the surgery targets live in one family's decoder layer.
 
     Attributes:
-        model_type: stock transformers ``model_type``.
-        effir_model_type: ``model_type`` written into pruned checkpoints of this family.
+        model_type: stock transformers ``model_type`` (pruned checkpoints keep it; format 1 wrote ``effir_<type>``).
         layers: attribute of the base model (``model.base_model``) holding the ``nn.ModuleList`` of decoder layers.
         attention / mlp: attribute names of the two sublayers inside a decoder layer.
         gate / up / down: the MLP projections; gate and up are sliced by rows, down by columns.
@@ -29,7 +28,6 @@ class ArchSpec:
     """
 
     model_type: str
-    effir_model_type: str
     layers: str = "layers"
     attention: str = "self_attn"
     mlp: str = "mlp"
@@ -43,13 +41,12 @@ class ArchSpec:
 
 
 ARCH_SPECS: dict[str, ArchSpec] = {
-    "llama": ArchSpec("llama", "effir_llama"),
-    "mistral": ArchSpec("mistral", "effir_mistral"),
-    "qwen2": ArchSpec("qwen2", "effir_qwen2"),
-    "qwen3": ArchSpec("qwen3", "effir_qwen3"),
+    "llama": ArchSpec("llama"),
+    "mistral": ArchSpec("mistral"),
+    "qwen2": ArchSpec("qwen2"),
+    "qwen3": ArchSpec("qwen3"),
     "gemma3_text": ArchSpec(
         "gemma3_text",
-        "effir_gemma3_text",
         mlp_norms=("pre_feedforward_layernorm", "post_feedforward_layernorm"),
         attention_norms=("input_layernorm", "post_attention_layernorm"),
     ),
@@ -61,7 +58,7 @@ _HINTS = {
 
 
 def base_model_type(config) -> str:
-    """The stock family of ``config``: ``llama`` for both a Llama config and an ``effir_llama`` config."""
+    """The stock family of ``config``: ``llama`` for a Llama config and for an effir config of that family."""
     return getattr(config, "base_model_type", None) or config.model_type
 
 
@@ -203,7 +200,13 @@ def shape_from_config(config) -> ModelShape:
     )
 
 
-EFFIR_CONFIG_KEYS = ("mlp_intermediate_sizes", "dropped_attention_layers", "effir_format_version", "effir_surgery")
+EFFIR_CONFIG_KEYS = (
+    "mlp_intermediate_sizes",
+    "dropped_attention_layers",
+    "effir_format_version",
+    "effir_surgery",
+    "effir_activation",
+)
 
 
 def stock_config(config, **overrides):
@@ -212,6 +215,8 @@ def stock_config(config, **overrides):
 
     model_type = base_model_type(config)
     fields = config.to_dict()
+    if "effir_activation" in fields:  # an effir config serialises its activation guarded; the stock one must not
+        fields[config.activation_field] = fields["effir_activation"]
     for key in (
         "model_type",
         "auto_map",

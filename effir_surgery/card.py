@@ -22,7 +22,7 @@ from pathlib import Path
 import yaml
 
 from . import __version__
-from .folder import REMOTE_CODE_FILES
+from .folder import REMOTE_CODE_FILES, is_effir_data
 
 CITATION = """@inproceedings{lei2026effir,
   title     = {Making Large Language Models Efficient Dense Retrievers},
@@ -259,7 +259,7 @@ def render_model_card(
 
     model_id = repo_id or str(model_path or folder)
     name = repo_id.split("/")[-1] if repo_id else Path(model_path or folder).name
-    remote_code = str(config.get("model_type", "")).startswith("effir_")
+    remote_code = is_effir_data(config)
     base_model = provenance.get("base_model")
 
     metadata = {
@@ -482,7 +482,7 @@ def _usage(model_id: str, st: dict, config: dict, remote_code: bool, max_length:
         "import torch",
         "from transformers import AutoModel, AutoTokenizer",
         "",
-        f'tok = AutoTokenizer.from_pretrained("{model_id}"{trust})',
+        f'tok = AutoTokenizer.from_pretrained("{model_id}")  # a stock tokenizer: no remote code',
         f'model = AutoModel.from_pretrained("{model_id}"{trust})',
         f'texts = [{text}"how do plants make energy?"]',
         f'batch = tok(texts, padding=True, truncation=True, max_length={max_length}, return_tensors="pt")',
@@ -629,7 +629,10 @@ def _remote_code(
     lines += [
         f"`config.json` maps the auto classes to `configuration_effir.py` and `modeling_effir.py`, written by "
         f"effir-surgery {version}. They subclass the stock transformers classes and only swap per-layer modules: a "
-        "narrower MLP, or a module that returns zeros where a sublayer was removed.",
+        "narrower MLP, or a module that returns zeros where a sublayer was removed. The config keeps the stock "
+        f"`model_type` (`{config.get('model_type', '?')}`), so the tokenizer and the config load without them; the "
+        "model needs `trust_remote_code=True`, and without it the stock class stops at once on the guarded "
+        "activation field instead of building a model with the removed sublayers randomly initialised.",
         "",
         "| file | sha256 |",
         "|---|---|",

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .arch import resolve_spec
 from .errors import EffirError
+from .folder import is_effir_data
 
 
 def safetensors_header(path: Path) -> tuple[int, dict]:
@@ -196,10 +197,10 @@ def _config_object(data: dict):
     from . import __version__
 
     model_type = str(data.get("model_type", ""))
-    if model_type.startswith("effir_"):
+    if is_effir_data(data):
         from .hf.configuration_effir import EFFIR_CONFIGS
 
-        cls = next((c for c in EFFIR_CONFIGS.values() if c.model_type == model_type), None)
+        cls = EFFIR_CONFIGS.get(model_type.removeprefix("effir_"))
         if cls is None:
             raise ValueError(f"model_type '{model_type}' is unknown to effir-surgery {__version__}")
         return cls.from_dict(dict(data))
@@ -224,7 +225,7 @@ def expected_tensors(data: dict) -> tuple[str, list[dict[str, tuple[int, ...]]]]
 
     config = _config_object(data)
     causal = all(a.endswith("ForCausalLM") for a in data.get("architectures") or [])
-    if str(data.get("model_type", "")).startswith("effir_"):
+    if is_effir_data(data):
         from .hf.modeling_effir import EFFIR_MODELS
 
         base_cls, causal_cls = EFFIR_MODELS[config.base_model_type]

@@ -16,18 +16,26 @@ REMOTE_CODE_FILES = ("configuration_effir.py", "modeling_effir.py")
 ST_MODULE_PREFIX = "sentence_transformers."
 
 
+def is_effir_data(data: dict) -> bool:
+    """Whether a ``config.json`` (as a dict) describes an effir checkpoint, which needs the folder's remote code:
+    format 2 marks it with ``effir_format_version`` under the stock ``model_type``, format 1 used ``effir_<type>``."""
+    return "effir_format_version" in data or str(data.get("model_type", "")).startswith("effir_")
+
+
 def expected_auto_map(model_type: str) -> dict[str, str] | None:
-    """The ``auto_map`` a folder of effir ``model_type`` must carry: every auto class points at the local
-    remote-code files. ``None`` when this toolkit version has no such model_type."""
+    """The ``auto_map`` a folder of an effir checkpoint of ``model_type`` (stock, or format 1's ``effir_<type>``)
+    must carry: every auto class points at the local remote-code files. ``None`` when this toolkit version has no
+    effir classes for that family."""
     from .hf.configuration_effir import EFFIR_CONFIGS
     from .hf.modeling_effir import EFFIR_MODELS
 
-    for base_type, config_cls in EFFIR_CONFIGS.items():
-        if config_cls.model_type == model_type:
-            base_cls, causal_cls = EFFIR_MODELS[base_type]
-            return {
-                "AutoConfig": f"configuration_effir.{config_cls.__name__}",
-                "AutoModel": f"modeling_effir.{base_cls.__name__}",
-                "AutoModelForCausalLM": f"modeling_effir.{causal_cls.__name__}",
-            }
-    return None
+    base_type = model_type.removeprefix("effir_")
+    config_cls = EFFIR_CONFIGS.get(base_type)
+    if config_cls is None:
+        return None
+    base_cls, causal_cls = EFFIR_MODELS[base_type]
+    return {
+        "AutoConfig": f"configuration_effir.{config_cls.__name__}",
+        "AutoModel": f"modeling_effir.{base_cls.__name__}",
+        "AutoModelForCausalLM": f"modeling_effir.{causal_cls.__name__}",
+    }

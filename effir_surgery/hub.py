@@ -29,7 +29,7 @@ from .card import file_sha256, render_model_card
 from .checkpoint import check_safetensors, tensor_mismatches
 from .config import PushConfig, VerifyConfig, check_repo_id
 from .errors import EffirError
-from .folder import HF_DIR, REMOTE_CODE_FILES, expected_auto_map
+from .folder import HF_DIR, REMOTE_CODE_FILES, expected_auto_map, is_effir_data
 from .load import missing_local_path
 from .outputs import scratch_folder
 from .plan import SurgeryPlan
@@ -397,7 +397,7 @@ def preflight(folder: str | Path, *, reload: bool = True) -> PreflightReport:
         # check_folder_files reported missing remote-code files and expected auto_map entries; what it does not
         # see: sealed files edited, and code references beyond them
         model_type = str(data.get("model_type", ""))
-        expected = expected_auto_map(model_type) if model_type.startswith("effir_") else None
+        expected = expected_auto_map(model_type) if is_effir_data(data) else None
         foreign = [f for f in remote_code_findings(folder) if f.endswith("differs from the copy effir-surgery ships")]
         problems += [f"remote code: {finding}" for finding in foreign + extra_code_findings(folder, expected)]
     if not problems:
@@ -626,7 +626,7 @@ def _verify_folder(folder: Path, target: str, revision: str | None) -> VerifyRes
     model_type = str(data.get("model_type", ""))
     auto_map = data.get("auto_map") or {}
     written_by = (data.get("effir_surgery") or {}).get("tool_version")
-    if not model_type.startswith("effir_"):
+    if not is_effir_data(data):
         if auto_map:
             refs = ", ".join(map(str, auto_map.values()))
             raise EffirError(

@@ -19,7 +19,7 @@ from ._logging import info
 from .config import EncoderConfig
 from .encode import prepare_tokenizer, write_st_files
 from .errors import EffirError
-from .folder import HF_DIR, REMOTE_CODE_FILES, expected_auto_map
+from .folder import HF_DIR, REMOTE_CODE_FILES, expected_auto_map, is_effir_data
 from .outputs import check_output, remove_stale_siblings, remove_tree, sibling
 from .trust import trust_remote_code
 
@@ -92,7 +92,7 @@ def _write_json(path: Path, data) -> None:
 
 
 def is_effir_config(config) -> bool:
-    return str(getattr(config, "model_type", "")).startswith("effir_")
+    return hasattr(config, "mlp_intermediate_sizes")
 
 
 def _fix_auto_map(folder: Path, config) -> None:
@@ -139,18 +139,20 @@ def check_folder_files(folder: str | Path) -> list[str]:
         problems.append(f"auto_map is {type(auto_map).__name__}, not a mapping of auto class to module.Class")
         auto_map = {}
     expected = None
-    if model_type.startswith("effir_"):
+    if is_effir_data(data):
         for name in REMOTE_CODE_FILES:
             if not (folder / name).is_file():
-                problems.append(f"{name} is missing (remote code that model_type '{model_type}' needs)")
+                problems.append(f"{name} is missing (remote code that this effir '{model_type}' checkpoint needs)")
         expected = expected_auto_map(model_type)
         if expected is None:
-            problems.append(f"model_type '{model_type}' is not one that effir-surgery {__version__} writes")
+            problems.append(f"model_type '{model_type}' is not a family effir-surgery {__version__} writes")
         for auto, want in (expected or {}).items():
             if not auto_map.get(auto):
                 problems.append(f"auto_map has no {auto} entry (expected '{want}')")
             elif auto_map[auto] != want:
-                problems.append(f"auto_map.{auto} is '{auto_map[auto]}'; model_type '{model_type}' needs '{want}'")
+                problems.append(
+                    f"auto_map.{auto} is '{auto_map[auto]}'; an effir '{model_type}' checkpoint needs '{want}'"
+                )
     for auto, refs in auto_map.items():
         if auto in (expected or {}):
             continue  # checked against the exact reference above

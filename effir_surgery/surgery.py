@@ -54,7 +54,7 @@ def surgery_config(config, mlp_widths: list[int], dropped_attention: list[int], 
 
 def model_class(config, causal_lm: bool):
     """Class that rebuilds this structure from ``config``: an effir class, or the stock auto class."""
-    if config.model_type.startswith("effir_"):
+    if hasattr(config, "mlp_intermediate_sizes"):  # an effir config (hf/configuration_effir.py)
         from .hf.modeling_effir import EFFIR_MODELS
 
         base_cls, causal_cls = EFFIR_MODELS[config.base_model_type]

@@ -99,7 +99,7 @@ def remote_code_findings(folder: str | Path) -> list[str]:
     edited or missing remote-code file, an expected ``auto_map`` entry missing or changed, and every
     ``extra_code_findings``).
     Empty for a folder written by this version and for a stock folder without remote code."""
-    from .folder import expected_auto_map
+    from .folder import expected_auto_map, is_effir_data
 
     folder = Path(folder)
     config = _json(folder / "config.json")
@@ -107,8 +107,8 @@ def remote_code_findings(folder: str | Path) -> list[str]:
         return ["config.json is missing or not a JSON object"]
     findings = []
     model_type = str(config.get("model_type", ""))
-    expected = expected_auto_map(model_type) if model_type.startswith("effir_") else None
-    if model_type.startswith("effir_"):
+    expected = expected_auto_map(model_type) if is_effir_data(config) else None
+    if is_effir_data(config):
         if expected is None:
             findings.append(f"model_type '{model_type}' is unknown to this effir-surgery version")
         for name in REMOTE_CODE_FILES:

@@ -127,10 +127,13 @@ def _extra_tensor(folder):
 @pytest.mark.parametrize(
     "damage, message",
     [
-        (_drop("modeling_effir.py"), "modeling_effir.py is missing (remote code that model_type 'effir_llama' needs)"),
+        (
+            _drop("modeling_effir.py"),
+            "modeling_effir.py is missing (remote code that this effir 'llama' checkpoint needs)",
+        ),
         (
             _auto_map("AutoModel", "modeling_effir.EffirQwen2Model"),
-            "auto_map.AutoModel is 'modeling_effir.EffirQwen2Model'; model_type 'effir_llama' needs "
+            "auto_map.AutoModel is 'modeling_effir.EffirQwen2Model'; an effir 'llama' checkpoint needs "
             "'modeling_effir.EffirLlamaModel'",
         ),
         (

@@ -3,6 +3,7 @@
 import ast
 import hashlib
 import json
+import subprocess
 import sys
 
 import pytest
@@ -68,7 +69,7 @@ def test_uniform_result_is_a_stock_checkpoint(tiny_model, tokenizer, tmp_path):
     apply_plan(tiny_model, plan)
     report = save_model(tiny_model, tokenizer, out, plan=plan)
     config = json.loads((out / "config.json").read_text())
-    assert "auto_map" not in config and not config["model_type"].startswith("effir_")
+    assert "auto_map" not in config and "effir_format_version" not in config
     assert not (out / "modeling_effir.py").exists()
     assert not report["causal_class"].startswith("Effir")
 
@@ -241,3 +242,40 @@ def test_next_save_removes_what_a_killed_save_left(tmp_path):
 def test_no_temp_folder_left_behind(tiny_model, tokenizer, tmp_path):
     _prune_and_save(tiny_model, tokenizer, tmp_path / "pruned", drop_mlp_layers=[0])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pruned"]
+
+
+_DOWNSTREAM = """
+import sys, time
+from transformers import AutoConfig, AutoModel, AutoTokenizer
+started = time.perf_counter()
+tokenizer = AutoTokenizer.from_pretrained(sys.argv[1])
+config = AutoConfig.from_pretrained(sys.argv[1])
+print(type(tokenizer).__name__, config.model_type, round(time.perf_counter() - started, 2))
+AutoModel.from_pretrained(sys.argv[1])  # without trust_remote_code: must fail, never build a wrong model
+"""
+
+
+def test_downstream_code_reads_the_tokenizer_without_a_prompt(tiny_model, tokenizer, tmp_path):
+    """``AutoTokenizer.from_pretrained(folder)`` with no ``trust_remote_code`` (what most downstream code calls) must
+    not ask to run the folder's code: with stdin closed transformers would print its "[y/N]" prompt. Loading the
+    model without ``trust_remote_code`` must still fail, with an error that names the fix."""
+    from effir_surgery.hf.configuration_effir import TRUST_GUARD
+
+    out = tmp_path / "pruned"
+    _prune_and_save(tiny_model, tokenizer, out, drop_mlp_layers=[1])
+    env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "warning", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-c", _DOWNSTREAM, str(out)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    lines = done.stdout.split()
+    assert lines[:2] and lines[1] == tiny_model.config.base_model_type, done.stdout + done.stderr
+    assert float(lines[2]) < 10  # seconds: no 30 s prompt timeout
+    assert "[y/N]" not in done.stdout + done.stderr and "custom code" not in done.stdout + done.stderr
+    # the only output on stderr is the stock model's refusal; nothing was printed while reading the tokenizer
+    assert done.returncode != 0 and done.stderr.startswith("Traceback") and TRUST_GUARD in done.stderr.splitlines()[-1]

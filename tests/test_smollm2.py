@@ -110,7 +110,8 @@ def test_drops_15_of_30_and_has_the_expected_size(pruned):
     plan = json.loads((out / "surgery_plan.json").read_text())
     config = json.loads((out / "config.json").read_text())
     assert len(plan["drop_mlp_layers"]) == 15 and plan["shape"]["num_layers"] == 30
-    assert config["model_type"] == "effir_llama"
+    assert config["model_type"] == "llama" and config["effir_format_version"] == 2
+    assert config["hidden_act"] != "silu" and config["effir_activation"] == "silu"  # stock classes must refuse it
     assert sorted(i for i, w in enumerate(config["mlp_intermediate_sizes"]) if w == 0) == plan["drop_mlp_layers"]
     hidden, width, vocab = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
     # SmolLM2-135M: 134,515,008 params; each removed MLP takes gate/up/down (3*h*w) and its RMSNorm (h)

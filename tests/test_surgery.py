@@ -18,7 +18,7 @@ def test_heterogeneous_plan_gives_effir_class_and_config(tiny_model):
     plan = _plan(tiny_model, drop_mlp_layers=[1, 2], drop_attention_layers=[3])
     record = apply_plan(tiny_model, plan)
     config = tiny_model.config
-    assert config.model_type.startswith("effir_")
+    assert config.model_type == config.base_model_type and config.effir_format_version == 2  # stock type
     assert config.mlp_intermediate_sizes == [64, 0, 0, 64]
     assert config.dropped_attention_layers == [3]
     assert type(tiny_model).__name__.startswith("Effir")
@@ -33,7 +33,7 @@ def test_uniform_slice_gives_a_stock_config(tiny_model, input_batch):
         update={"mlp_widths": [32] * 4, "kept_neurons": {str(i): list(range(0, 64, 2)) for i in range(4)}}
     )
     apply_plan(tiny_model, plan)
-    assert not tiny_model.config.model_type.startswith("effir_")
+    assert not hasattr(tiny_model.config, "effir_format_version")
     assert tiny_model.config.intermediate_size == 32
     assert not type(tiny_model).__name__.startswith("Effir")
     with torch.inference_mode():
