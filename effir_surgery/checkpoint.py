@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .arch import resolve_spec
 from .errors import EffirError
-from .folder import is_effir_data
+from .folder import CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_INDEX_FILE, is_effir_data
 
 
 def safetensors_header(path: Path) -> tuple[int, dict]:
@@ -52,7 +52,7 @@ def check_safetensors(path: Path) -> None:
 def weight_files(folder: Path) -> list[Path]:
     """The safetensors files ``from_pretrained`` reads from ``folder``: the shards its index names (raises
     ``EffirError`` for a corrupt index or a missing shard), else every ``*.safetensors`` file."""
-    index = folder / "model.safetensors.index.json"
+    index = folder / WEIGHTS_INDEX_FILE
     if not index.is_file():
         return sorted(folder.glob("*.safetensors"))
     try:
@@ -71,7 +71,7 @@ _JSON_KINDS = {list: "list", str: "string", int: "number", float: "number", bool
 def config_data(folder: Path) -> dict:
     """``folder/config.json`` as a dict. Raises ``EffirError`` (one line) when it is missing, is not JSON, is not a
     JSON object, or names no ``model_type``: transformers answers those with a traceback, or only later."""
-    path = folder / "config.json"
+    path = folder / CONFIG_FILE
     if not path.is_file():
         raise EffirError(f"'{folder}' has no config.json; it is not a Hugging Face model folder.")
     try:
@@ -94,7 +94,7 @@ def config_data(folder: Path) -> dict:
 def check_folder(folder: Path) -> None:
     """Validate a local checkpoint folder before loading: config.json present, safetensors complete and intact,
     config.json a JSON object with a ``model_type`` (``config_data``)."""
-    if not (folder / "config.json").is_file():
+    if not (folder / CONFIG_FILE).is_file():
         raise EffirError(f"'{folder}' has no config.json; it is not a Hugging Face model folder.")
     files = weight_files(folder)
     if not files:
@@ -109,7 +109,7 @@ def check_folder(folder: Path) -> None:
 
 # A tokenizer needs at least one of these: a fast tokenizer's tokenizer.json, or a slow tokenizer's vocabulary
 # (sentencepiece model, BPE or WordPiece vocabulary).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
+TOKENIZER_FILES = (TOKENIZER_FILE, "tokenizer.model", "spiece.model", "vocab.json", "vocab.txt")
 
 
 def check_model_folder(folder: Path) -> None:
@@ -151,7 +151,7 @@ def check_weights_match_config(folder: Path, data: dict) -> None:
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         why = (str(exc).strip().splitlines() or [""])[0][:200]
         raise EffirError(
-            f"'{folder / 'config.json'}' does not build a model ({type(exc).__name__}: {why}); restore it from the "
+            f"'{folder / CONFIG_FILE}' does not build a model ({type(exc).__name__}: {why}); restore it from the "
             "original model."
         ) from None
     problems = [f"{item} is missing" for item in missing] + wrong

@@ -1,18 +1,17 @@
 """User-facing settings of every stage, as validated pydantic models (``extra="forbid"``: a typo is an error).
 
-CLI flags equal field names in kebab case (``--mlp-drop`` <-> ``mlp_drop``). No torch import here.
+CLI flags equal field names in kebab case (``--mlp-drop`` <-> ``mlp_drop``). Reading recipe files is ``recipe.py``'s
+job; checks of single values are ``validation.py``'s. No torch import here.
 """
 
 from __future__ import annotations
 
-import os
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import EffirError
+from .validation import check_device, check_repo_id, parse_count
 
 DEFAULT_QUERY_PROMPT = "Instruct: Given a query, retrieve relevant passages that answer the query\nQuery: "
 
@@ -21,46 +20,6 @@ Dtype = Literal["float32", "bfloat16", "float16"]
 
 class StrictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-def parse_count(value) -> int | None:
-    """Parse a parameter count such as ``90000000``, ``"90M"``, ``"1.5B"`` or ``"500k"``."""
-    if value is None or isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        return int(value)
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kKmMbBgG]?)\s*", str(value))
-    if not match:
-        raise ValueError(f"'{value}' is not a parameter count; write e.g. 90000000, 90M or 1.5B")
-    scale = {"": 1, "k": 10**3, "m": 10**6, "b": 10**9, "g": 10**9}[match.group(2).lower()]
-    return int(float(match.group(1)) * scale)
-
-
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
-
-
-def check_repo_id(value: str | None) -> str | None:
-    """Accept a Hub model repo id ``owner/name`` under the Hub's naming rules (letters, digits, ``-``, ``_``,
-    ``.``; no ``--`` or ``..``; name at most 96 characters), so a typo fails before any work is done."""
-    if value is None:
-        return value
-    name = value.split("/")[-1]
-    if not _REPO_ID.match(value) or "--" in value or ".." in value or len(name) > 96 or name.endswith(".git"):
-        raise ValueError(
-            f"'{value}' is not a Hub repo id; write it as owner/name using letters, digits, '-', '_' and '.'."
-        )
-    return value
-
-
-_DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:[0-9]+)?)$")
-
-
-def check_device(value: str) -> str:
-    """Accept a device name: ``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. Whether this machine has that
-    device is checked when a command starts (``load.require_device``), since that needs torch."""
-    if not _DEVICE.match(value):
-        raise ValueError(f"'{value}' is not a device; use auto, cpu, cuda, cuda:N (N = 0, 1 ...) or mps.")
-    return value
 
 
 Device = Annotated[str, AfterValidator(check_device)]
@@ -269,28 +228,6 @@ class VerifyConfig(StrictConfig):
     revision: str | None = None
 
 
-def validated(cls: type[StrictConfig], *, as_flags: bool = True, **values) -> StrictConfig:
-    """Build ``cls`` and turn a pydantic ``ValidationError`` into a one-line ``EffirError`` that names the CLI
-    flag (``as_flags``) or the dotted field path."""
-    try:
-        return cls(**values)
-    except ValidationError as exc:
-        raise EffirError(format_validation_error(exc, as_flags)) from None
-
-
-def format_validation_error(exc: ValidationError, as_flags: bool = False) -> str:
-    parts = []
-    for error in exc.errors():
-        loc = ".".join(str(p) for p in error["loc"])
-        if as_flags and loc:
-            loc = "--" + loc.replace("_", "-")
-        msg = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            msg = "unknown setting (check the spelling)"
-        parts.append(f"{loc}: {msg}" if loc else msg)
-    return "; ".join(parts)
-
-
 class FinetuneSettings(EncoderConfig):
     """How to fine-tune (the ``finetune`` stage of a recipe): contrastive retrieval fine-tuning (InfoNCE with
     in-batch and hard negatives), optionally with LoRA and with learned MLP widths.
@@ -443,8 +380,8 @@ class PipelineConfig(HubTarget):
     Every stage is optional (omit it, set it to null, or ``--skip`` it). Stage outputs live in ``run_dir``
     (``pruned/``, ``finetuned/``, ``eval/``); a rerun reuses every stage whose inputs and settings hash to what
     was recorded and whose output is unchanged. Relative paths written in the recipe file are relative to the
-    recipe's folder (``load_recipe`` makes them absolute, see ``resolve_recipe_paths``); ``--set`` values are
-    relative to the current directory. The format is documented in ``recipes/README.md``.
+    recipe's folder (``recipe.load_recipe`` makes them absolute, see ``recipe.resolve_recipe_paths``); ``--set``
+    values are relative to the current directory. The format is documented in ``recipes/README.md``.
     """
 
     name: str | None = None
@@ -457,157 +394,3 @@ class PipelineConfig(HubTarget):
     prune: PruneStage | None = None
     finetune: FinetuneSettings | None = None
     evaluate: EvalStage | None = None
-
-
-def apply_overrides(data: dict, overrides: list[str]) -> dict:
-    """Apply ``--set dotted.key=value`` overrides (values parsed as YAML: numbers, booleans, null, lists)."""
-    import copy
-
-    import yaml
-
-    data = copy.deepcopy(data)
-    for item in overrides:
-        if "=" not in item:
-            raise EffirError(f"--set {item!r}: expected KEY=VALUE, e.g. --set finetune.max_steps=20")
-        key, _, raw = item.partition("=")
-        value = yaml.safe_load(raw) if raw.strip() else None
-        node = data
-        parts = key.strip().split(".")
-        for part in parts[:-1]:
-            if node.get(part) is None:
-                node[part] = {}
-            if not isinstance(node[part], dict):
-                raise EffirError(f"--set {key}: '{part}' is not a section.")
-            node = node[part]
-        node[parts[-1]] = value
-    return data
-
-
-# Model names that are never paths, even when a file of that name sits beside the recipe: the bundled alias
-# (``load.SMOLLM2_ALIAS``), the evaluation baselines (``retrievers.BM25_NAMES`` / ``MINILM_NAMES``, compared in
-# lower case) and the ``@`` references of ``evaluate.models``. Kept here because importing load.py imports torch;
-# tests/test_recipes_doc.py checks that they agree.
-SMOLLM2_ALIAS = "smollm2-135m"
-BASELINE_NAMES = {"bm25", "bm25s", "all-minilm-l6-v2", "minilm", "sentence-transformers/all-minilm-l6-v2"}
-# A Hub repo id as ``load.resolve_source`` recognises one (owner/name).
-_HUB_ID_SHAPE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# Recipe fields that are always paths, by section (None: the top level).
-RECIPE_PATH_FIELDS = {None: ("run_dir",), "prune": ("calib",), "finetune": ("train",), "evaluate": ("cache_dir",)}
-RECIPE_PATH_LISTS = {"evaluate": ("data_dir",)}
-
-
-def _against(base: Path, value: str) -> str:
-    return os.path.normpath(base / value)
-
-
-def _is_absolute(value: str) -> bool:
-    """Absolute, or starting with ``~`` (the home folder: the loaders expand it)."""
-    return value.startswith("~") or Path(value).is_absolute()
-
-
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except OSError:  # a name too long for the file system, say: not a path that exists
-        return False
-
-
-def _resolve_path(value, base: Path):
-    """A relative path string resolved against ``base`` (normalised, absolute); ``~`` expanded; absolute paths,
-    empty strings and non-strings (left for validation to report) stay as they are."""
-    if not isinstance(value, str) or not value.strip():
-        return value
-    if value.startswith("~"):
-        return os.path.expanduser(value)
-    return value if _is_absolute(value) else _against(base, value)
-
-
-def _looks_like_path(value: str) -> bool:
-    """Whether a model reference can only be a path: ``./x``, ``../x``, ``x.gguf``, or with a ``/`` but not of the
-    Hub repo id form ``owner/name`` (``runs/x/pruned``)."""
-    return (
-        value in (".", "..")
-        or value.startswith(("./", "../"))
-        or value.endswith(".gguf")
-        or ("/" in value and not _HUB_ID_SHAPE.match(value))
-    )
-
-
-def _resolve_model(value, base: Path):
-    """A model reference (``model``, an ``evaluate.models`` entry) resolved against ``base`` only when it is a local
-    path: it exists relative to ``base``, or it cannot be anything but a path (``_looks_like_path``). Hub repo ids
-    (``org/name``), the alias, baselines and ``@`` references stay as written."""
-    if (
-        not isinstance(value, str)
-        or not value.strip()
-        or value.startswith("@")
-        or value == SMOLLM2_ALIAS
-        or value.lower() in BASELINE_NAMES
-        or _is_absolute(value)
-    ):
-        return value
-    if _exists(base / value) or _looks_like_path(value):
-        return _against(base, value)
-    return value
-
-
-def resolve_recipe_paths(data: dict, base: Path) -> dict:
-    """Make the relative paths of a recipe's raw settings absolute against ``base``, the recipe file's folder.
-
-    Always paths: ``run_dir``, ``prune.calib`` (except the word ``bundled``), ``finetune.train``,
-    ``evaluate.data_dir`` entries and ``evaluate.cache_dir``. Model references (``model`` and the entries of
-    ``evaluate.models``) only when they are local paths (``_resolve_model``). Absolute paths stay; values of the
-    wrong type stay for validation to report. Returns a new dict."""
-    import copy
-
-    data = copy.deepcopy(data)
-    base = base.resolve()
-    for section, fields in RECIPE_PATH_FIELDS.items():
-        node = data if section is None else data.get(section)
-        if not isinstance(node, dict):
-            continue
-        for field in fields:
-            if field in node and not (section == "prune" and node[field] == "bundled"):
-                node[field] = _resolve_path(node[field], base)
-    for section, fields in RECIPE_PATH_LISTS.items():
-        node = data.get(section)
-        if not isinstance(node, dict):
-            continue
-        for field in fields:
-            if isinstance(node.get(field), list):
-                node[field] = [_resolve_path(v, base) for v in node[field]]
-    if "model" in data:
-        data["model"] = _resolve_model(data["model"], base)
-    evaluate = data.get("evaluate")
-    if isinstance(evaluate, dict) and isinstance(evaluate.get("models"), list):
-        evaluate["models"] = [_resolve_model(m, base) for m in evaluate["models"]]
-    return data
-
-
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
-    """Read a recipe YAML, resolve its relative paths against the recipe's folder (``resolve_recipe_paths``), apply
-    ``--set`` overrides (whose relative paths stay relative to the current directory), validate; errors name the
-    recipe and the field."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise EffirError(f"Recipe '{path}' does not exist.")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise EffirError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a recipe is YAML.") from None
-    except OSError as exc:
-        raise EffirError(f"{path}: cannot be read ({exc.strerror or exc}).") from None
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise EffirError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}).") from None
-    if not isinstance(data, dict):
-        raise EffirError(f"{path}: a recipe is a mapping of settings.")
-    data = resolve_recipe_paths(data, path.parent)
-    data = apply_overrides(data, overrides or [])
-    try:
-        return PipelineConfig(**data)
-    except ValidationError as exc:
-        raise EffirError(f"{path}: {format_validation_error(exc)}") from None

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from .config import EncoderConfig
+from .folder import CONFIG_FILE, ST_CONFIG_FILE, ST_ENCODER_FILE, ST_MODULES_FILE
 from .trust import trust_remote_code
 
 
@@ -149,10 +150,10 @@ def write_st_files(folder: str | Path, config: EncoderConfig, hidden_size: int) 
     }
     (folder / "1_Pooling").mkdir(exist_ok=True)
     (folder / "2_Normalize").mkdir(exist_ok=True)
-    (folder / "modules.json").write_text(json.dumps(modules, indent=2) + "\n")
-    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2) + "\n")
-    (folder / "config_sentence_transformers.json").write_text(json.dumps(st_config, indent=2) + "\n")
-    (folder / "sentence_bert_config.json").write_text(
+    (folder / ST_MODULES_FILE).write_text(json.dumps(modules, indent=2) + "\n")
+    (folder / "1_Pooling" / CONFIG_FILE).write_text(json.dumps(pooling, indent=2) + "\n")
+    (folder / ST_CONFIG_FILE).write_text(json.dumps(st_config, indent=2) + "\n")
+    (folder / ST_ENCODER_FILE).write_text(
         json.dumps({"max_seq_length": config.max_length, "do_lower_case": False}, indent=2) + "\n"
     )
 
@@ -160,7 +161,7 @@ def write_st_files(folder: str | Path, config: EncoderConfig, hidden_size: int) 
 def read_encoder_config(folder: str | Path) -> EncoderConfig | None:
     """The encoder definition stored in a saved folder's sentence-transformers files, if present."""
     folder = Path(folder)
-    st_path, bert_path = folder / "config_sentence_transformers.json", folder / "sentence_bert_config.json"
+    st_path, bert_path = folder / ST_CONFIG_FILE, folder / ST_ENCODER_FILE
     if not st_path.is_file():
         return None
     prompts = json.loads(st_path.read_text()).get("prompts", {})

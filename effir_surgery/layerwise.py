@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from .arch import resolve_spec, shape_from_config
 from .checkpoint import CheckpointReader
+from .devices import resolve_device, torch_dtype
 from .errors import EffirError
 from .load import (
     LoadedModel,
@@ -16,9 +17,7 @@ from .load import (
     load_config,
     load_tokenizer,
     local_checkpoint,
-    resolve_device,
     source_trust,
-    torch_dtype,
 )
 
 

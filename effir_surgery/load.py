@@ -19,11 +19,10 @@ from typing import Literal
 
 from ._logging import info
 from .arch import ArchSpec, ModelShape, resolve_spec, shape_from_config
-from .checkpoint import (
-    check_folder,
-    check_model_folder,
-)
+from .checkpoint import check_folder, check_model_folder
+from .devices import resolve_device, torch_dtype
 from .errors import EffirError
+from .folder import CARD_FILE, CONFIG_FILE
 from .outputs import remove_stale_siblings, remove_tree, sibling
 from .trust import trust_remote_code
 
@@ -156,11 +155,6 @@ def _gguf_cache_folder(source: ModelSource) -> Path:
     return cache_dir() / "gguf" / f"{gguf.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
 
 
-def local_folder(source: ModelSource) -> str:
-    """A path or repo id that ``from_pretrained`` can read without GGUF options: the GGUF cache for GGUF sources."""
-    return str(_gguf_cache_folder(source)) if source.kind == "gguf" else source.path
-
-
 def load_config(source: ModelSource):
     """Read the model config only (cheap), validating the source on the way (a local folder: ``check_folder``;
     what loading needs beyond that is ``check_source``'s)."""
@@ -174,7 +168,7 @@ def load_config(source: ModelSource):
 
     if source.kind == "gguf":
         cached = _gguf_cache_folder(source)
-        if (cached / "config.json").is_file():
+        if (cached / CONFIG_FILE).is_file():
             return AutoConfig.from_pretrained(cached, trust_remote_code=False)  # converted by transformers: stock
         with _reading_gguf(source):
             return AutoConfig.from_pretrained(source.path, gguf_file=source.gguf_file)
@@ -241,7 +235,7 @@ def check_hub_repo(repo_id: str, revision: str | None = None) -> None:
     from huggingface_hub import HfApi, constants, try_to_load_from_cache
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
 
-    if isinstance(try_to_load_from_cache(repo_id, "config.json", revision=revision), str):
+    if isinstance(try_to_load_from_cache(repo_id, CONFIG_FILE, revision=revision), str):
         return
     if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
         raise _hub_error(repo_id, "HF_HUB_OFFLINE is set and the repo is not in the local Hugging Face cache")
@@ -294,7 +288,8 @@ def _missing_package(message: str) -> str | None:
 
 
 def ensure_local(source: ModelSource) -> str:
-    """A path or repo id that ``from_pretrained`` reads directly: GGUF sources are converted (once) first."""
+    """A path or repo id that ``from_pretrained`` reads directly: GGUF sources are converted (once) first, a Hub
+    repo stays a repo id (``from_pretrained`` fetches it); ``local_checkpoint`` always gives a checked local folder."""
     return str(_convert_gguf(source)) if source.kind == "gguf" else source.path
 
 
@@ -303,7 +298,7 @@ def _convert_gguf(source: ModelSource) -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = _gguf_cache_folder(source)
-    if (target / "config.json").is_file():
+    if (target / CONFIG_FILE).is_file():
         return target
     info(f"Converting {source.gguf_file} to a Hugging Face folder (once; cached in {target})")
     with _reading_gguf(source):
@@ -317,7 +312,7 @@ def _convert_gguf(source: ModelSource) -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if not (target / "config.json").is_file():  # another process may have finished the same conversion
+        if not (target / CONFIG_FILE).is_file():  # another process may have finished the same conversion
             os.replace(tmp, target)
     finally:
         remove_tree(tmp)
@@ -334,53 +329,6 @@ class LoadedModel:
     shape: ModelShape
     source: ModelSource
     local_path: str
-
-
-def torch_dtype(name: str):
-    import torch
-
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
-
-
-def require_device(device: str) -> None:
-    """Refuse a device this machine lacks, in one line; commands call it first, before anything is written or
-    loaded. ``auto`` and ``cpu`` always exist and are passed without importing torch (bad arguments must answer
-    at once); the spelling itself is checked by the configs (``config.check_device``).
-
-    Raises:
-        EffirError: ``cuda`` / ``cuda:N`` without such a CUDA GPU, or ``mps`` without Apple's Metal backend.
-    """
-    kind, _, index = device.partition(":")
-    if kind not in ("cuda", "mps"):
-        return
-    import torch
-
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            why = "this torch build has no CUDA support" if torch.version.cuda is None else "torch sees no CUDA GPU"
-            raise EffirError(
-                f"Device '{device}' is not available: {why} (torch {torch.__version__}); use cpu or auto."
-            )
-        count = torch.cuda.device_count()
-        if index and int(index) >= count:
-            raise EffirError(
-                f"Device '{device}' does not exist: torch sees {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}."
-            )
-    if kind == "mps" and not torch.backends.mps.is_available():
-        raise EffirError(
-            f"Device '{device}' is not available: this machine has no Apple Metal (MPS) backend; use cpu."
-        )
-
-
-def resolve_device(device: str) -> str:
-    """The torch device ``device`` names on this machine (``auto``: the first CUDA GPU when there is one, else the
-    CPU), after ``require_device``."""
-    require_device(device)
-    if device == "auto":
-        import torch
-
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def load_model(source: ModelSource, dtype: str = "float32", device: str = "auto") -> LoadedModel:
@@ -406,12 +354,11 @@ def load_model(source: ModelSource, dtype: str = "float32", device: str = "auto"
 # ---------------------------------------------------------------------------------------------------------------
 # Reading a checkpoint one tensor at a time (streaming surgery, layer-wise calibration)
 # ---------------------------------------------------------------------------------------------------------------
-
-
 def local_checkpoint(source: ModelSource) -> Path:
     """A local folder with the source's ``config.json``, safetensors weights and tokenizer files: the folder
     itself, the GGUF cache (converted once; that conversion holds the whole model in memory), or a snapshot of
-    the Hub repo in the Hugging Face cache (config, safetensors, tokenizer and code files only)."""
+    the Hub repo in the Hugging Face cache (config, safetensors, tokenizer and code files only), checked with
+    ``check_folder``. Unlike ``ensure_local``, never a repo id: a Hub repo is downloaded here."""
     if source.kind == "folder":
         folder = Path(source.path)
     elif source.kind == "gguf":
@@ -421,7 +368,7 @@ def local_checkpoint(source: ModelSource) -> Path:
 
         load_config(source)  # fails with the usual one-line message when the Hub is unreachable
         # README.md: the model card, whose metadata (license, base_model) the pruned model's card inherits
-        patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "*.jinja", "README.md"]
+        patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.py", "*.jinja", CARD_FILE]
         try:
             folder = Path(snapshot_download(source.path, revision=source.revision, allow_patterns=patterns))
         except (OSError, ValueError) as exc:
@@ -449,4 +396,4 @@ def load_generation_config(folder: str | Path):
     try:
         return GenerationConfig.from_pretrained(folder)
     except OSError:
-        return GenerationConfig.from_pretrained(folder, config_file_name="config.json", _from_model_config=True)
+        return GenerationConfig.from_pretrained(folder, config_file_name=CONFIG_FILE, _from_model_config=True)

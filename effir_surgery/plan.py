@@ -1,7 +1,9 @@
 """Pure planning: ``make_plan(shape, config, report) -> SurgeryPlan``. No model, no torch; JSON round-trips.
 
 The plan says which MLP and attention sublayers to remove and which MLP neurons each remaining layer keeps.
-``surgery.apply_plan`` is the only code that carries it out.
+``surgery.apply_plan`` is the only code that carries it out. One job, over 400 lines: the plan model and the
+selection rules it is made by (depth by importance or index, width by ratio, budget or learned gates) belong
+together, since each rule's checks quote the others' limits.
 """
 
 from __future__ import annotations

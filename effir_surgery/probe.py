@@ -19,6 +19,7 @@ from .beir import BeirSplit, document_text, load_beir
 from .config import EncoderConfig
 from .encode import Encoder
 from .errors import EffirError
+from .folder import TRAINING_FILE
 
 
 @dataclass
@@ -128,7 +129,7 @@ def probe_sublayers(
 def model_state(folder: str | Path) -> str | None:
     """What a local model folder records about its training, for the probe's description: ``"fine-tuned (N steps
     on DATA)"`` when ``effir-surgery finetune`` saved it (its ``finetune.json``), else ``None`` (nothing known)."""
-    path = Path(folder) / "finetune.json"
+    path = Path(folder) / TRAINING_FILE
     if not path.is_file():
         return None
     try:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .config import EncoderConfig
 from .errors import EffirError
+from .folder import CONFIG_FILE, ST_CONFIG_FILE, ST_MODULES_FILE, TOKENIZER_FILE
 from .trust import allowing_foreign_code, foreign_code_allowed, trust_remote_code
 
 BM25_NAMES = {"bm25", "bm25s"}
@@ -39,7 +40,7 @@ def _folder_key(folder: Path) -> str:
     whole weights tells two fine-tunings of one pruned model apart (hashing reads at disk speed, seconds for 7B).
     """
     digest = hashlib.sha256()
-    for name in sorted(["config.json", "modules.json", "config_sentence_transformers.json", "tokenizer.json"]):
+    for name in sorted([CONFIG_FILE, ST_MODULES_FILE, ST_CONFIG_FILE, TOKENIZER_FILE]):
         if (folder / name).is_file():
             digest.update((folder / name).read_bytes())
     for weights in sorted(folder.glob("*.safetensors")):
@@ -101,13 +102,13 @@ def load_dense(spec: RetrieverSpec, dtype: str = "float32", device: str | None =
     sentence-transformers files) loads as saved; a plain LLM folder gets the toolkit's encoder definition."""
     from sentence_transformers import SentenceTransformer
 
+    from .devices import torch_dtype
     from .encode import sentence_transformer
-    from .load import torch_dtype
 
     folder = Path(spec.path)
     trust = trust_remote_code(folder, spec.name)  # refused here, before anything from the folder runs
     try:
-        if (folder / "modules.json").is_file():
+        if (folder / ST_MODULES_FILE).is_file():
             model = SentenceTransformer(
                 str(folder),
                 device=device,

@@ -28,14 +28,17 @@ from pydantic import BaseModel
 from ._logging import info, progress
 from ._memory import available_memory, format_bytes
 from .arch import resolve_spec, shape_from_config
+from .check import check_reload, preflight, reload_inputs
 from .checkpoint import CheckpointReader
 from .costs import param_count
+from .devices import torch_dtype
 from .errors import EffirError
+from .folder import WEIGHTS_INDEX_FILE, Provenance
 from .layerwise import load_layerwise
-from .load import load_config, load_generation_config, load_tokenizer, resolve_source, torch_dtype
+from .load import load_config, load_generation_config, load_tokenizer, resolve_source
 from .ops import OPERATORS
 from .plan import SurgeryPlan
-from .save import MAX_SHARD_SIZE, atomic_folder, check_reload, reload_inputs, write_support_files
+from .save import MAX_SHARD_SIZE, atomic_folder, write_support_files
 from .surgery import SurgeryRecord, model_class, plan_provenance, planned_operations, surgery_config
 
 # safetensors writes a file's tensors ordered by dtype (this order, wider types first) and then by name.
@@ -267,7 +270,7 @@ class StreamingSurgery:
         *,
         tokenizer,
         encoder=None,
-        provenance: dict | None = None,
+        provenance: Provenance | dict | None = None,
         overwrite: bool = False,
         verify: bool = True,
         extra_files: dict[str, str] | None = None,
@@ -304,7 +307,7 @@ class StreamingSurgery:
                     "metadata": {"total_parameters": self.model.num_parameters(), **self.split.metadata},
                     "weight_map": self.split.tensor_to_filename,
                 }
-                (tmp / "model.safetensors.index.json").write_text(
+                (tmp / WEIGHTS_INDEX_FILE).write_text(
                     json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8"
                 )
             write_support_files(
@@ -317,8 +320,6 @@ class StreamingSurgery:
                 provenance=provenance,
                 extra_files=extra_files,
             )
-            from .hub import preflight
-
             problems = preflight(tmp, reload=False).problems
             if problems:
                 raise AssertionError(f"streamed folder fails the pre-flight check: {problems}")

@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 
 from .errors import EffirError
-from .folder import HF_DIR, REMOTE_CODE_FILES, ST_MODULE_PREFIX
+from .folder import CONFIG_FILE, HF_DIR, REMOTE_CODE_FILES, ST_MODULE_PREFIX, ST_MODULES_FILE, TOKENIZER_CONFIG_FILE
 
 _allow_foreign = False
 
@@ -56,13 +56,13 @@ def code_references(folder: str | Path) -> list[str]:
     folder. Reads a few small files; imports nothing."""
     folder = Path(folder)
     found = []
-    config = _json(folder / "config.json")
+    config = _json(folder / CONFIG_FILE)
     for key, ref in ((config or {}).get("auto_map") or {}).items() if isinstance(config, dict) else ():
         found.append(f"config.json auto_map.{key} -> {ref}")
-    tokenizer = _json(folder / "tokenizer_config.json")
+    tokenizer = _json(folder / TOKENIZER_CONFIG_FILE)
     if isinstance(tokenizer, dict) and tokenizer.get("auto_map"):
         found.append(f"tokenizer_config.json auto_map {tokenizer['auto_map']}")
-    modules = _json(folder / "modules.json")
+    modules = _json(folder / ST_MODULES_FILE)
     for module in modules if isinstance(modules, list) else ():
         kind = str((module or {}).get("type", "")) if isinstance(module, dict) else ""
         if not kind.startswith(ST_MODULE_PREFIX):
@@ -77,7 +77,7 @@ def extra_code_findings(folder: str | Path, expected_auto_map: dict | None) -> l
     ``auto_map``, modules outside sentence-transformers, and ``.py`` files other than the two sealed ones (or any,
     in a stock folder)."""
     folder = Path(folder)
-    config = _json(folder / "config.json")
+    config = _json(folder / CONFIG_FILE)
     auto_map = (config.get("auto_map") if isinstance(config, dict) else None) or {}
     findings = [
         f"config.json auto_map.{key} -> {ref} is not effir-surgery's"
@@ -90,7 +90,7 @@ def extra_code_findings(folder: str | Path, expected_auto_map: dict | None) -> l
         for p in sorted(folder.rglob("*.py"))
         if p.is_file() and p.relative_to(folder).as_posix() not in allowed
     ]
-    findings += [r for r in code_references(folder) if r.startswith(("tokenizer_config.json", "modules.json"))]
+    findings += [r for r in code_references(folder) if r.startswith((TOKENIZER_CONFIG_FILE, ST_MODULES_FILE))]
     return findings
 
 
@@ -102,7 +102,7 @@ def remote_code_findings(folder: str | Path) -> list[str]:
     from .folder import expected_auto_map, is_effir_data
 
     folder = Path(folder)
-    config = _json(folder / "config.json")
+    config = _json(folder / CONFIG_FILE)
     if not isinstance(config, dict):
         return ["config.json is missing or not a JSON object"]
     findings = []

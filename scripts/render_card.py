@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from effir_surgery.card import render_model_card
-    from effir_surgery.config import check_repo_id
+    from effir_surgery.validation import check_repo_id
 
     if not (args.folder / "config.json").is_file():
         parser.error(f"'{args.folder}' has no config.json; pass a folder saved by effir-surgery")

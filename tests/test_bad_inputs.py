@@ -172,6 +172,7 @@ def test_evaluate_refuses_a_config_that_does_not_match_the_weights(models, tmp_p
 
 
 # 4. A model folder without tokenizer files: refused before the model loads
+@pytest.mark.subprocess
 @pytest.mark.parametrize("name", ["prune", "analyze", "finetune", "evaluate"])
 def test_folder_without_tokenizer(models, tmp_path, weights_never_load, name):
     out = tmp_path / "out"

@@ -60,6 +60,7 @@ def test_dry_run_with_scored_selection(source, tmp_path):
     assert "drop MLP layers (2):" in result.output and "MLP widths: 32-32" in result.output
 
 
+@pytest.mark.subprocess
 def test_prune_end_to_end(source, tmp_path):
     from effir_surgery import __version__
 
@@ -268,6 +269,7 @@ def test_unreadable_gguf_is_refused(tmp_path, monkeypatch, content):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["x.gguf"]
 
 
+@pytest.mark.subprocess
 def test_prune_compare_in_a_clean_process(source, tmp_path, monkeypatch):
     """The README demo path: `prune --compare` encodes with source and pruned model in one clean process."""
     from conftest import build_tiny
@@ -302,6 +304,7 @@ def test_prune_compare_in_a_clean_process(source, tmp_path, monkeypatch):
     assert f"embedding cosine, source vs pruned (no fine-tuning yet): mean {c['cosine_mean']:.3f}" in result.output
 
 
+@pytest.mark.subprocess
 def test_sigterm_during_save_leaves_nothing_behind(source, tmp_path):
     """SIGTERM (kill, timeout, a scheduler) stops prune like Ctrl-C: the atomic save's temp folder is removed."""
     import signal
@@ -331,6 +334,7 @@ def test_sigterm_during_save_leaves_nothing_behind(source, tmp_path):
     assert list(tmp_path.iterdir()) == [], "a temporary folder was left behind"
 
 
+@pytest.mark.subprocess
 def test_param_budget_gives_per_layer_widths_that_reload(source, tmp_path):
     from transformers import AutoConfig
 

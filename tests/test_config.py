@@ -2,8 +2,9 @@
 
 import pytest
 
-from effir_surgery.config import PlanConfig, PruneConfig, parse_count, validated
+from effir_surgery.config import PlanConfig, PruneConfig
 from effir_surgery.errors import EffirError
+from effir_surgery.validation import parse_count, validated
 
 
 @pytest.mark.parametrize(
@@ -57,7 +58,7 @@ def test_needs_scores():
 def test_prune_settings_stored_with_width_method_still_give_a_valid_recipe():
     """Folders pruned before ``width_method`` was removed store it in ``provenance.json``'s config; the model card
     still reads them, and the recipe it rebuilds leaves the setting out and validates."""
-    from effir_surgery.card import _recipe
+    from effir_surgery.card_history import _recipe
     from effir_surgery.config import PipelineConfig, PruneStage
 
     stored = PruneConfig(model="m", output="o", mlp_drop=0.25).model_dump(mode="json")

@@ -115,12 +115,13 @@ def _finetune_config(source, train, out, **overrides):
     return FinetuneConfig(**(values | overrides))
 
 
+@pytest.mark.integration
 def test_finetune_announces_steps_and_an_estimate(source, beir, tmp_path, capsys, monkeypatch):
     """16 rows, batch 8, 2 epochs: the trainer's 4 steps are announced, then estimated from the second step; with
     progress bars off, the loss and ETA follow at logging steps (the throttle set to zero here)."""
     import effir_surgery.finetune.train as train
 
-    monkeypatch.setattr(train, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr("effir_surgery.finetune.progress.PROGRESS_SECONDS", 0.0)
     result = train.finetune(_finetune_config(source, beir, tmp_path / "out", epochs=2))
     lines = capsys.readouterr().err.splitlines()
     assert result.steps == 4 and result.examples == 16
@@ -132,6 +133,7 @@ def test_finetune_announces_steps_and_an_estimate(source, beir, tmp_path, capsys
     assert all(re.fullmatch(r"step \d/4, loss [\d.]+, ETA \d\d:\d\d \([\d.]+ (s|min) left\)", p) for p in progress)
 
 
+@pytest.mark.integration
 def test_finetune_quiet_without_steps_to_estimate(source, beir, tmp_path, capsys):
     """Two steps: nothing is left once the second is timed, so the run is only announced."""
     from effir_surgery.finetune import finetune
@@ -191,6 +193,7 @@ def _evaluate(model, folder, out, **settings):
     return evaluate(config).models[0]["tasks"][0]["scores"]
 
 
+@pytest.mark.integration
 def test_evaluate_announces_documents_and_an_estimate_without_changing_scores(
     tiny_folder, tmp_path, capsys, monkeypatch
 ):
@@ -203,8 +206,8 @@ def test_evaluate_announces_documents_and_an_estimate_without_changing_scores(
     import effir_surgery.evaluate as evaluate_module
 
     beir = make_beir(tmp_path / "tinycase", n_docs=120, n_queries=6)
-    monkeypatch.setattr(evaluate_module, "MEASURE_SECONDS", 0.0)
-    monkeypatch.setattr(evaluate_module, "PROGRESS_SECONDS", 0.0)
+    monkeypatch.setattr("effir_surgery.eval_timer.MEASURE_SECONDS", 0.0)
+    monkeypatch.setattr("effir_surgery.eval_timer.PROGRESS_SECONDS", 0.0)
     timed = _evaluate(tiny_folder, beir, tmp_path / "timed", batch_size=8)
     err = capsys.readouterr().err
     assert "on tinycase: 6 queries, 120 documents ..." in " ".join(err.split())  # rich wraps the long path
@@ -234,7 +237,7 @@ def test_small_corpus_gets_no_estimate(tiny_folder, tmp_path, capsys):
 
 
 def test_corpus_timer_leaves_the_model_as_it_was(tiny_folder):
-    from effir_surgery.evaluate import CorpusTimer
+    from effir_surgery.eval_timer import CorpusTimer
     from effir_surgery.retrievers import load_dense, resolve_retriever
 
     model = load_dense(resolve_retriever(str(tiny_folder)), device="cpu")

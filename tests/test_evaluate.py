@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from effir_surgery.beir import load_beir
 from effir_surgery.cli import main
 from effir_surgery.errors import EffirError
-from effir_surgery.evaluate import TaskSource, _run_mteb, local_task, subsample
+from effir_surgery.eval_tasks import TaskSource, local_task, subsample
+from effir_surgery.evaluate import _run_mteb
 
 # 2-d embeddings chosen so the rankings are known: q1 ranks d2, d1, d3, d4; q2 ranks d3, d1, d2, d4.
 VECTORS = {
@@ -233,6 +234,7 @@ def test_gzipped_beir_folder_gives_identical_scores(tiny_folder, tmp_path):
     assert scores[0] == scores[1]
 
 
+@pytest.mark.integration
 def test_cli_end_to_end(tiny_folder, tmp_path):
     from conftest import make_beir
 
@@ -308,7 +310,7 @@ def test_unknown_qrels_ids_are_counted(tiny_folder, tmp_path):
 
 def test_unknown_folder_name_warns_about_generic_metadata(tmp_path, capsys):
     from effir_surgery.config import EvalConfig
-    from effir_surgery.evaluate import resolve_tasks
+    from effir_surgery.eval_tasks import resolve_tasks
 
     misnamed = write_beir(tmp_path / "my-arguana-copy", {"d1": "one"}, {"q1": "alpha"}, {"q1": {"d1": 1}})
     named = write_beir(tmp_path / "arguana", {"d1": "one"}, {"q1": "alpha"}, {"q1": {"d1": 1}})
@@ -357,7 +359,7 @@ def test_hub_task_warns_that_efficiency_needs_a_folder(tiny_folder, tmp_path, mo
 def test_plot_names_the_main_score(monkeypatch, tmp_path):
     import matplotlib.axes
 
-    from effir_surgery.evaluate import EvalResults, plot_tradeoff, quality_label
+    from effir_surgery.eval_results import EvalResults, plot_tradeoff, quality_label
 
     def results(*names):
         tasks = [
@@ -395,6 +397,7 @@ def test_cuda_with_bf16_defaults_to_bfloat16_only_when_dtype_is_unset(monkeypatc
     assert encode_dtype(config()) == "float32"
 
 
+@pytest.mark.integration
 def test_pruned_model_next_to_its_source_reports_exact_costs(tiny_folder, tmp_path):
     """A tiny Llama with two MLP sublayers removed through the library, evaluated after its source: the FLOP
     ratio is the ratio of the measured FLOPs/token, and the parameter count is the cost model's for the pruned
@@ -448,7 +451,7 @@ def test_minilm_baseline_resolves_offline_and_encodes():
 def test_unknown_task_name():
     with pytest.raises(EffirError, match="Unknown MTEB retrieval task 'SciFakt'"):
         from effir_surgery.config import EvalConfig
-        from effir_surgery.evaluate import resolve_tasks
+        from effir_surgery.eval_tasks import resolve_tasks
 
         resolve_tasks(EvalConfig(models=["bm25"], task=["SciFakt"]))
 

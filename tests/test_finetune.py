@@ -112,6 +112,7 @@ def test_plain_loss_when_one_mini_batch_holds_the_batch(source):
     torch.testing.assert_close(plain_grad, cached_grad, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.integration
 def test_lora_merged_model_agrees_with_sentence_transformers(source, beir, tmp_path):
     out = tmp_path / "lora"
     result = finetune(_config(source, beir, out, max_steps=2, learning_rate=1e-3))
@@ -140,6 +141,7 @@ def test_lora_merged_model_agrees_with_sentence_transformers(source, beir, tmp_p
         assert bool((cosine > 0.9999).all()), (kind, cosine)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("gate_score", ["value", "taylor"])
 def test_learned_width_slices_and_reloads(source, beir, tmp_path, gate_score):
     out = tmp_path / "width"
@@ -310,6 +312,7 @@ def test_finetuning_a_pruned_folder_keeps_its_metadata(pruned, lora_on_pruned):
     assert json.loads((out / "finetune.json").read_text())["steps"] == 2
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("lora", [True, False], ids=["lora", "full"])
 def test_gradient_checkpointing_smoke(source, beir, tmp_path, monkeypatch, lora):
     """Two steps with gradient checkpointing: finite losses, every trainable tensor gets a gradient (with LoRA the
@@ -339,6 +342,7 @@ def test_gradient_checkpointing_smoke(source, beir, tmp_path, monkeypatch, lora)
         assert all(bool(re.search(r"\.lora_[AB]\.", n)) == lora for n in step["trainable"])
 
 
+@pytest.mark.integration
 def test_lora_run_depends_on_its_seed_not_on_the_process_history(source, beir, tmp_path):
     from safetensors.torch import load_file
 
@@ -356,13 +360,14 @@ def test_lora_run_depends_on_its_seed_not_on_the_process_history(source, beir, t
     "sig, lora",
     [pytest.param(signal.SIGINT, False, id="sigint-full"), pytest.param(signal.SIGKILL, True, id="sigkill-lora")],
 )
+@pytest.mark.integration
 def test_resume_after_kill(source, beir, tmp_path, sig, lora):
     """Interrupt a real run (Ctrl-C, or SIGKILL: no chance to clean up), rerun the same command: it resumes from the
     last complete checkpoint (a half-written newer one is ignored) and finishes. A LoRA checkpoint holds only the
     adapter tensors."""
     from safetensors import safe_open
 
-    from effir_surgery.finetune.train import TRAINABLE_FILE
+    from effir_surgery.finetune.checkpoints import TRAINABLE_FILE
 
     out = tmp_path / "resumed"
     command = [

@@ -56,6 +56,7 @@ def _recipe(tmp_path, stages: str, name: str = "recipe") -> str:
     "case",
     ["evaluate", "evaluate-bm25", "finetune", "run-finetune", "run-evaluate", "analyze-probe"],
 )
+@pytest.mark.subprocess
 def test_a_command_without_its_extra_names_the_extra(tmp_path, case):
     """Each command that needs an extra stops at once with exit 2 and one line naming ``pip install
     "effir-surgery[EXTRA]"`` when the extra is missing (simulated), and leaves no output behind."""
@@ -87,6 +88,7 @@ def test_a_command_without_its_extra_names_the_extra(tmp_path, case):
     assert not out.exists() and not (tmp_path / "run").exists()
 
 
+@pytest.mark.subprocess
 def test_a_prune_only_recipe_needs_no_extra(tmp_path):
     """``run`` with only a prune stage goes past every extra check: without mteb, sentence-transformers and peft
     it fails only on the (empty) model folder, with the model's own message."""
@@ -108,6 +110,7 @@ def test_a_prune_only_recipe_needs_no_extra(tmp_path):
     ],
     ids=["bad-flag", "missing-path", "missing-relative-path", "verify-typo", "finetune-bad-flag", "offline-hub-id"],
 )
+@pytest.mark.subprocess
 def test_bad_arguments_answer_at_once(tmp_path, args, expected):
     """A bad flag value, a missing local path and an unknown Hub id offline each exit 2 with one line, in well
     under the 3 s the issue allows on a 2-core machine (no model is loaded, no heavy module imported)."""
@@ -118,6 +121,7 @@ def test_bad_arguments_answer_at_once(tmp_path, args, expected):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.subprocess
 def test_an_unknown_task_is_refused_with_the_closest_name(tmp_path):
     """``--task SciFakt`` is refused before any model is loaded, naming SciFact. The first call reads mteb's
     registry (several seconds of import) and keeps the names in the cache; the next answers at once."""
@@ -137,7 +141,7 @@ def test_the_cached_task_names_are_mtebs_registry(tmp_path, monkeypatch):
 
     import mteb
 
-    from effir_surgery.evaluate import _mteb_task_names
+    from effir_surgery.eval_tasks import _mteb_task_names
 
     monkeypatch.setenv("EFFIR_SURGERY_CACHE", str(tmp_path))
     names = _mteb_task_names()

@@ -52,7 +52,7 @@ def _config(source, tmp_path, **overrides) -> FinetuneConfig:
 def _trained_model(source, config):
     """The model as ``finetune`` builds it, with every trainable tensor moved away from its initial value."""
     from effir_surgery.arch import resolve_spec
-    from effir_surgery.finetune.train import _add_trainables, _load_for_training
+    from effir_surgery.finetune.model import _add_trainables, _load_for_training
     from effir_surgery.load import load_config, resolve_source
 
     spec = resolve_spec(load_config(resolve_source(str(source))))
@@ -90,7 +90,7 @@ TEXTS = ["alpha beta gamma", "delta epsilon", "zeta eta theta iota"]
 def test_gathered_weights_give_an_unsharded_copy_that_encodes_the_same(source, mesh, tmp_path, lora):
     from torch.distributed.tensor import DTensor
 
-    from effir_surgery.finetune.train import unsharded_copy
+    from effir_surgery.finetune.checkpoints import unsharded_copy
 
     config = _config(source, tmp_path, lora=lora)
     model, spec = _trained_model(source, config)
@@ -105,7 +105,7 @@ def test_gathered_weights_give_an_unsharded_copy_that_encodes_the_same(source, m
 def test_checkpoint_tensors_come_from_the_gathered_state_dict(source, mesh, tmp_path):
     """Under FSDP the values written are the gathered full tensors, only the trainable ones, under parameter
     names; without a state dict they are the parameters themselves."""
-    from effir_surgery.finetune.train import trainable_tensors
+    from effir_surgery.finetune.checkpoints import trainable_tensors
 
     config = _config(source, tmp_path, lora=True)
     model, _ = _trained_model(source, config)
@@ -121,7 +121,7 @@ def test_checkpoint_tensors_come_from_the_gathered_state_dict(source, mesh, tmp_
 
 
 def test_resume_distributes_checkpoint_tensors_onto_the_shards(source, mesh, tmp_path):
-    from effir_surgery.finetune.train import load_trainable, trainable_tensors
+    from effir_surgery.finetune.checkpoints import load_trainable, trainable_tensors
 
     config = _config(source, tmp_path, lora=False)
     trained, _ = _trained_model(source, config)
@@ -141,7 +141,8 @@ def test_resume_distributes_checkpoint_tensors_onto_the_shards(source, mesh, tmp
 
 
 def test_only_the_main_process_writes_checkpoints(tmp_path):
-    from effir_surgery.finetune.train import TRAINABLE_FILE, _trainer_class
+    from effir_surgery.finetune.checkpoints import TRAINABLE_FILE
+    from effir_surgery.finetune.train import _trainer_class
 
     other = SimpleNamespace(args=SimpleNamespace(should_save=False, output_dir=str(tmp_path)), model=None)
     _trainer_class()._save(other, str(tmp_path / "checkpoint-1"))
@@ -149,7 +150,7 @@ def test_only_the_main_process_writes_checkpoints(tmp_path):
 
 
 def test_fsdp_needs_full_state_dicts(monkeypatch):
-    from effir_surgery.finetune.train import _check_fsdp_settings
+    from effir_surgery.finetune.checkpoints import _check_fsdp_settings
 
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     monkeypatch.setenv("FSDP_STATE_DICT_TYPE", "SHARDED_STATE_DICT")

@@ -104,7 +104,7 @@ def test_the_trainers_gate_schedule_is_the_documented_one(strength):
 
     from conftest import build_tiny
 
-    from effir_surgery.finetune.train import OPEN_FLOOR, SCHEDULE_END, SCHEDULE_START, _gate_schedule
+    from effir_surgery.finetune.width import OPEN_FLOOR, SCHEDULE_END, SCHEDULE_START, _gate_schedule
 
     assert (SCHEDULE_START, SCHEDULE_END, OPEN_FLOOR) == (0.1, 0.7, 1e-3)
     model = build_tiny("llama")
@@ -169,7 +169,7 @@ def test_the_trainers_taylor_schedule_keeps_the_highest_scores():
 
     from conftest import build_tiny
 
-    from effir_surgery.finetune.train import _gate_schedule
+    from effir_surgery.finetune.width import _gate_schedule
 
     model = build_tiny("llama")
     gates = insert_gates(model, resolve_spec(model.config))
@@ -197,7 +197,8 @@ def test_checkpoints_keep_the_taylor_scores(tmp_path):
 
     from conftest import build_tiny
 
-    from effir_surgery.finetune.train import GATE_SCORES_FILE, _trainer_class
+    from effir_surgery.finetune.train import _trainer_class
+    from effir_surgery.finetune.width import GATE_SCORES_FILE
 
     def gated():
         model = build_tiny("llama")

@@ -175,7 +175,7 @@ def _extra_tensor(folder):
     ],
 )
 def test_preflight_catches_broken_folder(folder, damage, message):
-    from effir_surgery.hub import preflight
+    from effir_surgery.check import preflight
 
     damage(folder)
     report = preflight(folder)
@@ -190,8 +190,8 @@ def test_preflight_accepts_a_saved_folder_of_every_family(family, tmp_path):
     from conftest import build_tiny, tiny_tokenizer
 
     from effir_surgery.arch import shape_from_config
+    from effir_surgery.check import preflight
     from effir_surgery.config import PlanConfig
-    from effir_surgery.hub import preflight
     from effir_surgery.plan import make_plan
     from effir_surgery.save import save_model
     from effir_surgery.surgery import apply_plan
@@ -449,6 +449,7 @@ def _add_clutter(folder: Path) -> None:
     (folder / "training_args.bin").write_bytes(b"pickle")
 
 
+@pytest.mark.subprocess
 def test_push_makes_exactly_the_expected_calls(folder, recorder):
     _add_clutter(folder)
     result = run(
@@ -472,6 +473,7 @@ def test_push_makes_exactly_the_expected_calls(folder, recorder):
         assert f"not uploaded: {left_out}" in result.output
 
 
+@pytest.mark.subprocess
 def test_prune_push_to_hub_publishes_with_defaults(tmp_path, recorder):
     from conftest import build_tiny, save_tiny_source, tiny_tokenizer
 
@@ -488,12 +490,13 @@ def test_prune_push_to_hub_publishes_with_defaults(tmp_path, recorder):
 def test_finetune_push_to_hub_keeps_the_resume_key(tmp_path):
     """Adding --push-to-hub to a rerun of an interrupted fine-tuning must resume it, not start over."""
     from effir_surgery.config import FinetuneConfig
-    from effir_surgery.finetune.train import _run_key
+    from effir_surgery.finetune.checkpoints import _run_key
 
     settings = {"model": "m", "train": "t.jsonl", "output": tmp_path / "out"}
     assert _run_key(FinetuneConfig(**settings)) == _run_key(FinetuneConfig(**settings, push_to_hub=REPO_ID))
 
 
+@pytest.mark.subprocess
 def test_dry_run_checks_and_prints_files_and_card_without_uploading(folder, monkeypatch):
     import huggingface_hub
 
@@ -513,6 +516,7 @@ def test_dry_run_checks_and_prints_files_and_card_without_uploading(folder, monk
     assert (folder / "README.md").read_text() == before, "a dry run writes nothing"
 
 
+@pytest.mark.subprocess
 def test_push_offline_fails_in_one_clear_line(folder, monkeypatch):
     from huggingface_hub import constants
 
@@ -525,6 +529,7 @@ def test_push_offline_fails_in_one_clear_line(folder, monkeypatch):
     assert "offline mode (HF_HUB_OFFLINE=1)" in error and "Nothing was uploaded." in error
 
 
+@pytest.mark.subprocess
 def test_failed_upload_reports_what_reached_the_hub(folder, recorder, monkeypatch):
     from huggingface_hub.hf_api import RepoFile
 
@@ -631,6 +636,7 @@ def _cli_without_network(tmp_path: Path, *args) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
 
 
+@pytest.mark.subprocess
 def test_push_without_network_fails_in_one_clear_line(folder, tmp_path):
     before = (folder / "README.md").read_text()
     proc = _cli_without_network(tmp_path, "push", folder, "--repo-id", REPO_ID)
@@ -685,14 +691,14 @@ def test_push_refuses_edited_remote_code_without_running_it(folder, recorder, tm
 
 
 def test_push_skips_the_reload_when_the_model_would_not_fit_twice(folder, recorder, monkeypatch):
-    import effir_surgery.hub as hub
+    import effir_surgery.check as check
 
     def no_reload(*args, **kwargs):
         raise AssertionError("the clean-process reload must not run")
 
     weights = (folder / "model.safetensors").stat().st_size
-    monkeypatch.setattr(hub, "_reload_problems", no_reload)
-    monkeypatch.setattr(hub, "available_memory", lambda: 3 * weights)  # 2x weights > 50% of 3x weights
+    monkeypatch.setattr(check, "_reload_problems", no_reload)
+    monkeypatch.setattr(check, "available_memory", lambda: 3 * weights)  # 2x weights > 50% of 3x weights
     result = run("push", folder, "--repo-id", REPO_ID)
     assert result.exit_code == 0, result.output
     header = result.output.splitlines()[0]
@@ -700,15 +706,16 @@ def test_push_skips_the_reload_when_the_model_would_not_fit_twice(folder, record
     assert "more than 50% of the" in header and "checked without loading it" in header
     assert [call[0] for call in recorder.calls] == ["create_repo", "upload_folder"]
     # with enough memory the same rule lets the reload run
-    assert hub.reload_memory_skip(folder, 0.5) is not None
-    monkeypatch.setattr(hub, "available_memory", lambda: 4 * weights + 1)
-    assert hub.reload_memory_skip(folder, 0.5) is None
+    assert check.reload_memory_skip(folder, 0.5) is not None
+    monkeypatch.setattr(check, "available_memory", lambda: 4 * weights + 1)
+    assert check.reload_memory_skip(folder, 0.5) is None
 
 
 def test_push_reload_check_can_be_turned_off(folder, recorder, monkeypatch):
+    import effir_surgery.check as check
     import effir_surgery.hub as hub
 
-    monkeypatch.setattr(hub, "_reload_problems", lambda *a, **k: pytest.fail("the reload must not run"))
+    monkeypatch.setattr(check, "_reload_problems", lambda *a, **k: pytest.fail("the reload must not run"))
     result = hub.push(PushConfig(folder=folder, repo_id=REPO_ID, dry_run=True, reload_check=False))
     assert result.reload_class is None
     assert "clean-process reload NOT checked: skipped on request (--no-reload-check)" in result.summary()
@@ -766,8 +773,8 @@ def test_hub_source_card_is_downloaded_with_the_snapshot(tmp_path, monkeypatch):
     from huggingface_hub.utils import filter_repo_objects
 
     import effir_surgery.load as load
-    from effir_surgery.card import _hub_readme
     from effir_surgery.pipeline import _source_license
+    from effir_surgery.source_card import _hub_readme
 
     snapshot = save_tiny_source(build_tiny("llama"), tiny_tokenizer(), tmp_path / "snapshot")
     _write_card(snapshot, "license: gemma\nbase_model: acme/grandparent\n")
@@ -862,6 +869,7 @@ def _recipe_fragment(card: str) -> dict:
     return yaml.safe_load(history.split("```yaml\n", 1)[1].split("```", 1)[0])
 
 
+@pytest.mark.subprocess
 def test_run_push_stage_and_finetune_push_to_hub_use_the_same_push(tmp_path, recorder, push_spy, monkeypatch):
     from conftest import build_tiny, make_beir, save_tiny_source, tiny_tokenizer
 

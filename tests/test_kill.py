@@ -60,6 +60,7 @@ def _scratch(name: str, pid: int) -> list[Path]:
     return list(Path(tempfile.gettempdir()).glob(f".{name}.tmp-*-{pid}-*"))
 
 
+@pytest.mark.subprocess
 def test_a_killed_prune_leaves_no_reload_child_and_the_next_run_sweeps(tmp_path):
     from conftest import build_tiny, save_tiny_source, tiny_tokenizer
 

@@ -65,6 +65,7 @@ def test_finetune_and_analyze_refuse_their_inputs_as_output(source, tmp_path):
     assert tree_digest(source) == before
 
 
+@pytest.mark.subprocess
 def test_a_second_writer_of_the_same_output_fails_at_once(source, tmp_path):
     out = tmp_path / "out"
     with output_lock(out):

@@ -14,8 +14,8 @@ import yaml
 from click.testing import CliRunner
 
 from effir_surgery.cli import main
-from effir_surgery.config import load_recipe
 from effir_surgery.errors import EffirError
+from effir_surgery.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,6 +52,7 @@ def write_recipe(root: Path, source: Path, beir: Path, name: str, max_steps: int
     return path
 
 
+@pytest.mark.integration
 def test_run_all_stages_then_reuse(setup):
     root, source, beir = setup
     recipe = write_recipe(root, source, beir, "full")
@@ -84,6 +85,7 @@ def test_run_all_stages_then_reuse(setup):
     assert "\nprune: ran -> " in third.output and "\nfinetune: ran -> " in third.output
 
 
+@pytest.mark.integration
 def test_interrupted_run_resumes(setup):
     root, source, beir = setup
     recipe = write_recipe(root, source, beir, "interrupted", max_steps=40, save_steps=2)
@@ -149,7 +151,7 @@ def test_bad_stage_data_fails_before_the_first_stage(setup, tmp_path, monkeypatc
     is not checked."""
     from conftest import make_beir
 
-    import effir_surgery.pipeline as pipeline
+    import effir_surgery.run as runner
 
     _, source, beir = setup
     broken = make_beir(tmp_path / "broken", splits=("test",) if stage == "finetune" else ("train",))
@@ -160,7 +162,7 @@ def test_bad_stage_data_fails_before_the_first_stage(setup, tmp_path, monkeypatc
     else:
         data["evaluate"]["data_dir"] = [str(beir), str(broken)]
     recipe.write_text(yaml.safe_dump(data))
-    monkeypatch.setattr(pipeline, "prune", lambda *a, **k: pytest.fail("the prune stage ran"))
+    monkeypatch.setattr(runner, "prune", lambda *a, **k: pytest.fail("the prune stage ran"))
 
     result = CliRunner().invoke(main, ["run", str(recipe), "--set", "device=cpu"])
     assert result.exit_code == 2, result.output
@@ -211,6 +213,7 @@ def test_every_recipe_validates(recipe):
     assert has_hardware, "the header must state the hardware it needs ('Hardware: ...')"
 
 
+@pytest.mark.integration
 def test_recipe_paths_resolve_against_the_recipe_folder(setup, tmp_path, monkeypatch):
     """A recipe with relative paths (model folder, run_dir, calibration, training and evaluation data) runs from
     another working directory: every path is taken relative to the recipe's folder, and nothing is written where
@@ -318,15 +321,18 @@ def test_recipe_path_rules(tmp_path, monkeypatch):
 @pytest.mark.parametrize(
     "prune", [{"mlp_drop": 0.5, "calib_samples": 8}, {"drop_mlp_layers": [1, 2]}], ids=["scored", "explicit"]
 )
+@pytest.mark.integration
 def test_run_prints_its_plan_before_the_long_work(setup, tmp_path, monkeypatch, prune):
     """Before the prune stage's work: the model's layers and parameters, the stages with their settings, and the
     plan with its projected parameters, printed up front when the plan needs no scores, else as soon as it is made
     (after the scoring, before the surgery)."""
     import effir_surgery.pipeline as pipeline
+    import effir_surgery.run as runner
 
     _, source, beir = setup
     events: list[str] = []
     monkeypatch.setattr(pipeline, "info", lambda message: events.append(str(message)))
+    monkeypatch.setattr(runner, "info", pipeline.info)  # the runner prints the overview and stage lines
     surgery = pipeline.apply_plan
     monkeypatch.setattr(pipeline, "apply_plan", lambda *a, **k: (events.append("<surgery>"), surgery(*a, **k))[1])
     recipe = tmp_path / "plan.yaml"

@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from effir_surgery.cli import main
-from effir_surgery.config import EvalStage, FinetuneSettings, PipelineConfig, PruneStage, load_recipe
+from effir_surgery.config import EvalStage, FinetuneSettings, PipelineConfig, PruneStage
+from effir_surgery.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "recipes" / "README.md"
@@ -90,9 +91,10 @@ def test_run_helps_example_recipe_validates(tmp_path):
 
 
 def test_names_that_are_never_paths_agree_with_the_loaders():
-    """config.py keeps its own copy of the alias, the baseline names and the Hub id pattern (importing load.py
+    """recipe.py keeps its own copy of the alias, the baseline names and the Hub id pattern (importing load.py
     would import torch); they must match what the loaders accept."""
-    from effir_surgery import config, load, retrievers
+    from effir_surgery import load, retrievers
+    from effir_surgery import recipe as config
 
     assert config.SMOLLM2_ALIAS == load.SMOLLM2_ALIAS
     assert config.BASELINE_NAMES == retrievers.BM25_NAMES | retrievers.MINILM_NAMES

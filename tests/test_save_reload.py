@@ -11,10 +11,11 @@ import torch
 from safetensors.torch import load_file
 
 from effir_surgery.arch import shape_from_config
+from effir_surgery.check import check_folder_files
 from effir_surgery.config import PlanConfig
 from effir_surgery.fresh import reload_outputs
 from effir_surgery.plan import make_plan
-from effir_surgery.save import check_folder_files, save_model
+from effir_surgery.save import save_model
 from effir_surgery.surgery import apply_plan
 
 
@@ -29,6 +30,7 @@ def _prune_and_save(model, tokenizer, out, verify=False, **plan_kwargs):
     return save_model(model, tokenizer, out, plan=plan, provenance={"source_model": "tiny"}, verify=verify)
 
 
+@pytest.mark.subprocess
 def test_save_reload_identical(tiny_model, tokenizer, input_batch, tmp_path):
     out = tmp_path / "pruned"
     _prune_and_save(tiny_model, tokenizer, out, drop_mlp_layers=[1], drop_attention_layers=[2])
@@ -60,6 +62,7 @@ def test_save_reload_identical(tiny_model, tokenizer, input_batch, tmp_path):
     assert torch.equal(outputs["hidden"][mask], hidden[mask])
 
 
+@pytest.mark.subprocess
 def test_uniform_result_is_a_stock_checkpoint(tiny_model, tokenizer, tmp_path):
     out = tmp_path / "uniform"
     shape = shape_from_config(tiny_model.config)
@@ -74,6 +77,7 @@ def test_uniform_result_is_a_stock_checkpoint(tiny_model, tokenizer, tmp_path):
     assert not report["causal_class"].startswith("Effir")
 
 
+@pytest.mark.subprocess
 def test_save_model_verifies_in_a_clean_process(tokenizer, tmp_path):
     from conftest import build_tiny
 
@@ -114,8 +118,7 @@ def _foreign_imports(source: str, siblings: set[str]) -> list[str]:
 
 
 def test_remote_code_imports_only_torch_transformers_and_stdlib():
-    from effir_surgery.card import REMOTE_CODE_FILES
-    from effir_surgery.save import HF_DIR
+    from effir_surgery.folder import HF_DIR, REMOTE_CODE_FILES
 
     siblings = {name.removesuffix(".py") for name in REMOTE_CODE_FILES}
     files = sorted(HF_DIR.glob("*.py"))
@@ -255,6 +258,7 @@ AutoModel.from_pretrained(sys.argv[1])  # without trust_remote_code: must fail, 
 """
 
 
+@pytest.mark.subprocess
 def test_downstream_code_reads_the_tokenizer_without_a_prompt(tiny_model, tokenizer, tmp_path):
     """``AutoTokenizer.from_pretrained(folder)`` with no ``trust_remote_code`` (what most downstream code calls) must
     not ask to run the folder's code: with stdin closed transformers would print its "[y/N]" prompt. Loading the

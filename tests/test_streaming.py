@@ -117,6 +117,7 @@ def actual_config_tied(folder):
     return json.loads((folder / "config.json").read_text()).get("tie_word_embeddings", False)
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("family", ["llama_bias", "gemma3_text"])
 def test_streaming_reload_check_and_unsharded_output(family, tmp_path, chdir_to):
     """Biases (sliced rows, down bias whole) and Gemma 3's extra norms, checked in a clean process against the
@@ -246,6 +247,7 @@ def test_layerwise_outputs_match_the_full_model(tmp_path, input_batch):
     assert all(p.device.type == "meta" for p in layerwise.layers.parameters())  # every layer released again
 
 
+@pytest.mark.subprocess
 def test_prune_streaming_cli_reloads(tmp_path):
     from effir_surgery.save import load_saved
 
@@ -288,6 +290,7 @@ def test_prune_streaming_and_in_memory_write_the_same_folder(tmp_path, chdir_to)
             assert (a / name).read_bytes() == (b / name).read_bytes(), name
 
 
+@pytest.mark.subprocess
 def test_streaming_is_chosen_automatically_and_reload_skipped_when_memory_is_short(tmp_path, monkeypatch, capsys):
     import effir_surgery.pipeline as pipeline
     import effir_surgery.streaming as streaming

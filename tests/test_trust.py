@@ -97,6 +97,7 @@ def _commands(folder, clean, out):
     }
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("command", ["prune", "analyze", "evaluate", "finetune", "push"])
 def test_planted_code_is_refused_and_never_runs(kind, command, clean, tmp_path):

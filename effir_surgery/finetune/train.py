@@ -1,21 +1,20 @@
 """``finetune``: contrastive retrieval fine-tuning on the sentence-transformers trainer.
 
-InfoNCE over in-batch and hard negatives comes from sentence-transformers: ``CachedMultipleNegativesRankingLoss``
-(GradCache) when a batch is split into mini-batches, ``MultipleNegativesRankingLoss`` (the same loss without the
-extra embedding pass) when one mini-batch holds the whole batch; batches from the no-duplicates sampler; LoRA from
-peft (targets from the architecture table), merged before saving.
-With ``learn_width`` every MLP neuron gets a trainable gate; an L1 proximal step and a gradual schedule close gates
-until the target width is reached; the gates are then folded and the closed neurons sliced away.
+This module runs the training: ``finetune()``, the trainer (what it checkpoints), the loss, the training rows and
+saving the result. InfoNCE over in-batch and hard negatives comes from sentence-transformers:
+``CachedMultipleNegativesRankingLoss`` (GradCache) when a batch is split into mini-batches,
+``MultipleNegativesRankingLoss`` (the same loss without the extra embedding pass) when one mini-batch holds the whole
+batch; batches from the no-duplicates sampler; LoRA from peft (targets from the architecture table), merged before
+saving. With ``learn_width`` the gates (``width``) give a width plan, which ``surgery.apply_plan`` cuts.
 
-Checkpoints (the trainable tensors, optimizer and scheduler) go to a work folder beside the output; rerunning
-the same command resumes from the last one. The final folder is written atomically through ``save.save_model``.
+Checkpoints (``checkpoints``) go to a work folder beside the output; rerunning the same command resumes from the
+last one. The final folder is written atomically through ``save.save_model``.
 Runs unchanged under ``accelerate launch`` / ``torchrun`` (DDP, FSDP): negatives are then gathered across devices
 and only the main process writes.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -25,34 +24,33 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel
 
-from .._logging import Every, estimate_line, format_rate, info, info_line, progress_line
+from .._logging import info
 from ..arch import ModelShape, resolve_spec, shape_from_config
-from ..card import source_card_metadata
 from ..config import EncoderConfig, FinetuneConfig
 from ..costs import CostComparison
-from ..encode import sentence_transformer
+from ..devices import require_device, torch_dtype
 from ..errors import EffirError
-from ..load import check_source, ensure_local, load_config, require_device, resolve_source, torch_dtype
-from ..ops.gate_mlp import (
-    accumulate_scores,
-    close_to_budget,
-    fold_gates,
-    insert_gates,
-    keep_closed,
-    open_fraction,
-    scheduled_open_count,
-    shrink_gates,
-)
+from ..folder import IMPORTANCE_FILE, PLAN_FILE, PROVENANCE_FILE, TRAINING_FILE, WIDTH_PLAN_FILE, Provenance
+from ..load import check_source, ensure_local, load_config, resolve_source
+from ..ops.gate_mlp import open_fraction
 from ..outputs import check_disjoint, check_output
-from ..plan import SurgeryPlan, neuron_budget, plan_from_gates
+from ..plan import SurgeryPlan
 from ..save import invocation, load_saved, save_model
+from ..source_card import source_card_metadata
 from ..surgery import apply_plan
+from .checkpoints import (
+    TRAINABLE_FILE,
+    _check_fsdp_settings,
+    _last_checkpoint,
+    _work_folder,
+    load_trainable,
+    trainable_tensors,
+    unsharded_copy,
+)
 from .data import bm25_negatives, build_rows, check_given_negatives, read_train_data
-
-# Settings that do not change what is trained; a rerun that differs only in these still resumes.
-_NOT_RUN_DEFINING = {"overwrite", "verify_reload", "logging_steps", "output", "device", "push_to_hub"}
-TRAINABLE_FILE = "trainable.safetensors"
-GATE_SCORES_FILE = "gate_scores.safetensors"
+from .model import _add_trainables, _load_for_training
+from .progress import _interactive, _step_timer
+from .width import _gate_schedule, _width_target, learned_width_plan, load_gate_scores, save_gate_scores
 
 
 class FinetuneResult(BaseModel):
@@ -70,148 +68,6 @@ class FinetuneResult(BaseModel):
     processes: int = 1
     open_gate_fraction: float | None = None
     width_plan: SurgeryPlan | None = None
-
-
-# Gates close between these fractions of the training steps; the rest of the run lets the narrowed model recover.
-SCHEDULE_START, SCHEDULE_END = 0.1, 0.7
-OPEN_FLOOR = 1e-3
-
-
-def _gate_schedule(gates, target: int, strength: float, by: str = "value"):
-    """A trainer callback that, after every optimizer step inside the schedule window, applies the L1 proximal step
-    (``strength / window`` per step, so strength 1 alone closes an undefended gate by the window's end) and then
-    closes the gates with the smallest values (``by="value"``) or Taylor scores (``by="taylor"``, accumulated before
-    every optimizer step) down to ``ops.gate_mlp.scheduled_open_count``. At the window's end exactly ``target``
-    neurons are open."""
-    from transformers import TrainerCallback
-
-    total = sum(g.neuron_gate.numel() for g in gates)
-
-    class GateSchedule(TrainerCallback):
-        def on_pre_optimizer_step(self, args, state, control, **kwargs):
-            if by == "taylor":  # the gradients of this step, all micro-batches summed, not yet applied
-                accumulate_scores(gates)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            start = int(SCHEDULE_START * state.max_steps)
-            end = max(start + 1, int(SCHEDULE_END * state.max_steps))
-            # Gates close only through the schedule, smallest first, so the open count follows it exactly; the
-            # optimizer and the L1 step may push an open gate down to OPEN_FLOOR, not shut it.
-            keep_closed(gates, open_floor=OPEN_FLOOR)
-            if start < state.global_step <= end:
-                shrink_gates(gates, strength / (end - start), floor=OPEN_FLOOR)
-                close_to_budget(gates, scheduled_open_count(total, target, state.global_step, start, end), by)
-                keep_closed(gates)
-
-    return GateSchedule()
-
-
-# Progress lines (runs without a progress bar) come at logging steps, at most this often.
-PROGRESS_SECONDS = 30.0
-
-
-def _step_timer(examples: int, batch_size: int, interactive: bool):
-    """A trainer callback that tells how long the run takes, from steps timed on this device (main process only).
-
-    At the start: the optimizer steps of this run (the trainer's count: rows, batch size, epochs or max steps; a
-    resumed run counts the steps left) and the examples. After this run's second step, if steps remain, one line
-    ``N steps; about X s/step on DEVICE: estimated total Y (ETA HH:MM)`` from the second step's duration (the first
-    carries warm-up: loading the first batch, allocating, building kernels). Then, when no progress bar runs (a pipe,
-    a log, EFFIR_SURGERY_NO_PROGRESS=1; the bar shows its own ETA), a line with the loss and the ETA at logging
-    steps, at most every ``PROGRESS_SECONDS``, from the mean step time since the first step.
-    """
-    from transformers import TrainerCallback
-
-    class StepTimer(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.begun = time.monotonic()
-            self.first = state.global_step  # > 0 when resumed
-            self.marks: dict[int, float] = {}  # this run's step number -> when it ended, for steps 1 and 2
-            self.every = Every(PROGRESS_SECONDS)
-            processes = getattr(args, "world_size", 1)
-            self.device = str(args.device) if processes == 1 else f"{processes} x {args.device.type}"
-            if not state.is_world_process_zero:
-                return
-            left = state.max_steps - self.first
-            steps = f"{left:,} steps" if not self.first else f"{left:,} of {state.max_steps:,} steps left"
-            batch = f"batch {batch_size}" + (f" x {processes} processes" if processes > 1 else "")
-            info_line(f"Fine-tuning on {examples:,} examples: {steps} ({batch}) on {self.device}")
-
-        def on_step_end(self, args, state, control, **kwargs):
-            done = state.global_step - self.first
-            if not state.is_world_process_zero or done not in (1, 2):
-                return
-            self.marks[done] = time.monotonic()
-            left = state.max_steps - state.global_step
-            if done == 2 and left > 0:
-                per_step = self.marks[2] - self.marks[1]
-                run_steps = state.max_steps - self.first
-                what = f"{run_steps:,} steps" + (f" of {state.max_steps:,}" if self.first else "")
-                spent = self.marks[2] - self.begun
-                info_line(
-                    estimate_line(
-                        what, f"{format_rate(per_step)} s/step", self.device, spent + left * per_step, left * per_step
-                    )
-                )
-                self.every = Every(PROGRESS_SECONDS)
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            done = state.global_step - self.first
-            if interactive or not state.is_world_process_zero or done < 2 or "loss" not in (logs or {}):
-                return
-            if self.every.due():
-                per_step = (time.monotonic() - self.marks[1]) / (done - 1)
-                left = (state.max_steps - state.global_step) * per_step
-                where = f"step {state.global_step:,}/{state.max_steps:,}, loss {logs['loss']:.4f}"
-                info_line(progress_line(where, left))
-
-    return StepTimer()
-
-
-def trainable_tensors(model: torch.nn.Module, state_dict: dict | None = None) -> dict[str, torch.Tensor]:
-    """The trainable tensors of ``model`` by parameter name, as plain contiguous CPU tensors.
-
-    ``state_dict``, when given, is the full (gathered) state dict the trainer passes under FSDP: values are taken from
-    it, since the model's own sharded parameters hold only one process's shard. Names are the model's parameter
-    names (the same keys FSDP2 and a plain model use).
-    """
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
-    if state_dict is None:
-        params = dict(model.named_parameters())
-        return {n: params[n].detach().contiguous().cpu() for n in names}
-    missing = [n for n in names if n not in state_dict]
-    if missing:
-        raise EffirError(f"The gathered state dict lacks trainable parameters {missing[:3]}.")
-    return {n: state_dict[n].detach().contiguous().cpu() for n in names}
-
-
-def load_trainable(model: torch.nn.Module, state: dict[str, torch.Tensor], where: str = "the checkpoint") -> None:
-    """Copy checkpoint tensors (full, unsharded) into ``model``'s trainable parameters, in place.
-
-    A sharded parameter (a ``DTensor``: FSDP2) receives the tensor distributed with its own mesh and placements, so
-    each process keeps exactly its shard. Refuses a checkpoint whose names do not match the trainable parameters.
-    """
-    params = dict(model.named_parameters())
-    missing = [n for n, p in params.items() if p.requires_grad and n not in state]
-    unknown = [n for n in state if n not in params]
-    if missing or unknown:
-        raise EffirError(
-            f"Checkpoint {where} does not match this run (missing {missing[:3]}, unknown {unknown[:3]}); delete the "
-            "work folder to start over."
-        )
-    from torch.distributed.tensor import DTensor, distribute_tensor
-
-    with torch.no_grad():
-        for name, tensor in state.items():
-            param = params[name]
-            tensor = tensor.to(param.dtype)
-            if isinstance(param, DTensor):
-                tensor = distribute_tensor(
-                    tensor.to(param.device_mesh.device_type), param.device_mesh, param.placements
-                )
-            else:
-                tensor = tensor.to(param.device)
-            param.copy_(tensor)
 
 
 def _trainer_class():
@@ -244,54 +100,17 @@ def _trainer_class():
             os.makedirs(output_dir, exist_ok=True)
             save_file(trainable_tensors(self.model, state_dict), os.path.join(output_dir, TRAINABLE_FILE))
             if self.gates:  # the gates' accumulated Taylor scores: a resumed run ranks gates as an unbroken one
-                scores = {str(i): g.neuron_score.detach().contiguous().cpu() for i, g in enumerate(self.gates)}
-                save_file(scores, os.path.join(output_dir, GATE_SCORES_FILE))
+                save_gate_scores(self.gates, output_dir)
             torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
         def _load_from_checkpoint(self, checkpoint_path: str, model=None) -> None:
             from safetensors.torch import load_file
 
             load_trainable(self.model, load_file(os.path.join(checkpoint_path, TRAINABLE_FILE)), checkpoint_path)
-            scores = os.path.join(checkpoint_path, GATE_SCORES_FILE)
-            if self.gates and os.path.isfile(scores):
-                for i, tensor in load_file(scores).items():
-                    self.gates[int(i)].neuron_score.copy_(tensor)
+            if self.gates:
+                load_gate_scores(self.gates, checkpoint_path)
 
     return EffirTrainer
-
-
-def _run_key(config: FinetuneConfig) -> str:
-    fields = {k: v for k, v in config.model_dump(mode="json").items() if k not in _NOT_RUN_DEFINING}
-    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _work_folder(config: FinetuneConfig, is_main: bool) -> Path:
-    """The run's work folder (checkpoints, mined rows), beside the output; refuses another run's folder."""
-    out = Path(config.output)
-    work = out.parent / f".{out.name}.work"
-    key = _run_key(config)
-    marker = work / "run.json"
-    if marker.is_file() and json.loads(marker.read_text()).get("key") != key:
-        if not config.overwrite:
-            raise EffirError(
-                f"{work} holds checkpoints of a different fine-tuning run; pass --overwrite to discard them or "
-                "choose another -o."
-            )
-        if is_main:
-            shutil.rmtree(work)
-    if is_main:
-        work.mkdir(parents=True, exist_ok=True)
-        marker.write_text(json.dumps({"key": key, "config": config.model_dump(mode="json")}, indent=1) + "\n")
-    return work
-
-
-def _last_checkpoint(folder: Path) -> Path | None:
-    checkpoints = [
-        p
-        for p in folder.glob("checkpoint-*")
-        if (p / TRAINABLE_FILE).is_file() and (p / "trainer_state.json").is_file()
-    ]
-    return max(checkpoints, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
 def _rows(config: FinetuneConfig, data, work: Path, model=None) -> dict[str, list[str]]:
@@ -345,20 +164,13 @@ def _model_negatives(config: FinetuneConfig, data, rows, model) -> dict[str, lis
     return renamed
 
 
-def _width_target(config: FinetuneConfig, shape) -> int:
-    """How many MLP neurons (over all present MLPs) the learned gates should leave open."""
-    present = sum(shape.mlp_widths)
-    if config.mlp_width is not None:
-        return max(1, round(config.mlp_width * present))
-    return neuron_budget(shape, config.param_budget)
-
-
 def _copy_metadata(source_folder: str, out: Path) -> dict:
     """Provenance of the input folder (and its plan/importance files) carried into the output."""
     src = Path(source_folder)
-    parent = json.loads((src / "provenance.json").read_text()) if (src / "provenance.json").is_file() else {}
+    # an input without a record still nests one, empty, so the card reads the result as fine-tuned
+    parent = Provenance.read(src) if (src / PROVENANCE_FILE).is_file() else Provenance.model_construct()
     files = {}
-    for name in ("surgery_plan.json", "importance.json"):
+    for name in (PLAN_FILE, IMPORTANCE_FILE):
         if (src / name).is_file():
             files[name] = (src / name).read_text()
     return {"parent": parent, "files": files}
@@ -382,65 +194,6 @@ def contrastive_loss(model, config: FinetuneConfig, gather: bool = False):
     return CachedMultipleNegativesRankingLoss(
         model, scale=config.scale, mini_batch_size=config.mini_batch_size, gather_across_devices=gather
     )
-
-
-def _load_for_training(config: FinetuneConfig, folder: str):
-    """The input folder as a sentence-transformers model (the one encoder definition), in the working dtype."""
-    return sentence_transformer(
-        folder,
-        config.encoder(),
-        dtype=torch_dtype(config.dtype),
-        device=None if config.device == "auto" else config.device,
-    )
-
-
-def _add_trainables(model, config: FinetuneConfig, spec) -> list:
-    """Insert what the run trains into ``model`` (in place): learned-width gates and/or LoRA adapters (seeded, so
-    their initial values do not depend on what ran before in the process). Returns the gates."""
-    auto = model[0].auto_model
-    gates = insert_gates(auto, spec) if config.learn_width else []
-    if config.lora:
-        from peft import LoraConfig, get_peft_model
-        from transformers import set_seed
-
-        set_seed(config.seed)
-        lora = LoraConfig(
-            r=config.lora_r,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(spec.lora_targets),
-            task_type="FEATURE_EXTRACTION",
-        )
-        model[0].model = get_peft_model(auto, lora)
-        for gate in gates:
-            gate.neuron_gate.requires_grad_(True)
-    return gates
-
-
-def unsharded_copy(config: FinetuneConfig, folder: str, spec, full_state: dict):
-    """A plain (unsharded) copy of the trained model, built as for training and loaded with ``full_state``, the full
-    state dict gathered from the sharded model (FSDP). Returns ``(model, gates)``."""
-    model = _load_for_training(config, folder)
-    gates = _add_trainables(model, config, spec)
-    missing, unexpected = model.load_state_dict(full_state, strict=False)
-    if missing or unexpected:
-        raise EffirError(
-            f"The gathered weights do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}"
-        )
-    return model, gates
-
-
-def _check_fsdp_settings() -> None:
-    """Under ``accelerate launch`` with FSDP, checkpoints must hold full tensors (``FULL_STATE_DICT``): a sharded
-    state dict would leave nothing this trainer can resume from or merge."""
-    if os.environ.get("ACCELERATE_USE_FSDP", "false").lower() != "true":
-        return
-    kind = os.environ.get("FSDP_STATE_DICT_TYPE", "SHARDED_STATE_DICT")
-    if kind != "FULL_STATE_DICT":
-        raise EffirError(
-            f"FSDP with fsdp_state_dict_type {kind}: set fsdp_state_dict_type: FULL_STATE_DICT in the accelerate "
-            "config (as recipes/accelerate/fsdp.yaml does); checkpoints and the final merge need the full tensors."
-        )
 
 
 def finetune(config: FinetuneConfig) -> FinetuneResult:
@@ -545,11 +298,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     trained = model[0].model.merge_and_unload() if config.lora else model[0].auto_model
     if gates:
         result.open_gate_fraction = open_fraction(gates)
-        close_to_budget(gates, target, config.gate_score)
-        kept = fold_gates(trained, spec)
-        result.width_plan = plan_from_gates(
-            shape_from_config(trained.config), kept, config.width_multiple, model_name=config.model
-        )
+        result.width_plan = learned_width_plan(trained, gates, target, config, spec)
         apply_plan(trained, result.width_plan)
     _save(config, folder, trained, model[0].tokenizer, result, data)
     shutil.rmtree(work, ignore_errors=True)
@@ -566,12 +315,6 @@ def _saved_encoder(config: FinetuneConfig, folder: str):
     return config.encoder().model_copy(update={"max_length": inference_length})
 
 
-def _interactive() -> bool:
-    from .._logging import progress_enabled
-
-    return progress_enabled()
-
-
 def _save(config, folder, trained, tokenizer, result: FinetuneResult, data) -> None:
     """Put the trained base weights into the full causal LM of the input folder (same plan applied) and save."""
     causal, _ = load_saved(folder, dtype=torch_dtype(config.dtype), causal_lm=True)
@@ -585,30 +328,31 @@ def _save(config, folder, trained, tokenizer, result: FinetuneResult, data) -> N
     meta = _copy_metadata(folder, result.output)
     extra = dict(meta["files"])
     if width_plan is not None:
-        extra["width_plan.json"] = width_plan.model_dump_json(indent=1) + "\n"
+        extra[WIDTH_PLAN_FILE] = width_plan.model_dump_json(indent=1) + "\n"
     training = {
         "config": config.model_dump(mode="json"),
         "data": data.description,
         **result.model_dump(mode="json", exclude={"width_plan", "output"}),
         "torch_threads": torch.get_num_threads(),
     }
-    extra["finetune.json"] = json.dumps(training, indent=1) + "\n"
+    extra[TRAINING_FILE] = json.dumps(training, indent=1) + "\n"
     parent = meta["parent"]
     # costs against the original model: the parent's source shape when the input was itself pruned
-    before = ModelShape(**parent["source_shape"]) if parent.get("source_shape") else input_shape
+    before = ModelShape(**parent.source_shape) if parent.source_shape else input_shape
     # a pruned input passes on what it recorded; any other input is the source itself
-    inherited = (
-        parent if "source_model" in parent else source_card_metadata(resolve_source(config.model, config.revision))
+    if "source_model" in parent.model_fields_set:
+        inherited = {"base_model": parent.base_model, "license": parent.license}
+    else:
+        inherited = source_card_metadata(resolve_source(config.model, config.revision))
+    provenance = Provenance(
+        source_model=parent.source_model if "source_model" in parent.model_fields_set else config.model,
+        base_model=inherited.get("base_model"),
+        license=inherited.get("license"),
+        command=invocation(),
+        source_shape=before.model_dump(),
+        costs=CostComparison.between(before, shape_from_config(causal.config)).model_dump(),
+        parent=parent,
     )
-    provenance = {
-        "source_model": parent.get("source_model", config.model),
-        "base_model": inherited.get("base_model"),
-        "license": inherited.get("license"),
-        "command": invocation(),
-        "source_shape": before.model_dump(),
-        "costs": CostComparison.between(before, shape_from_config(causal.config)).model_dump(),
-        "parent": parent,
-    }
     save_model(
         causal,
         tokenizer,

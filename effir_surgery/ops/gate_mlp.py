@@ -7,7 +7,7 @@ identity). InfoNCE trains ``z`` with the rest of the model. There is no penalty 
 gate moves a fixed amount toward zero), so its strength does not depend on the optimizer's per-parameter
 normalisation. Gates close along the gradual pruning schedule ``scheduled_open_count`` (Zhu & Gupta 2017, arXiv
 1710.01878): ``close_to_budget`` closes the smallest open gates down to the scheduled count, so the target width is
-met exactly, and ``keep_closed`` keeps closed gates closed. ``finetune.train._gate_schedule`` calls these after
+met exactly, and ``keep_closed`` keeps closed gates closed. ``finetune.width._gate_schedule`` calls these after
 every optimizer step (docs/method.md, section 4). ``fold_gates`` then multiplies each surviving gate into its
 ``down_proj`` column, which is exact because ``down(g * h) = (down * g) h``, and returns the neurons to keep;
 ``plan.plan_from_gates`` + ``surgery.apply_plan`` slice the rest away.

@@ -25,7 +25,8 @@ from pathlib import Path
 
 from effir_surgery.arch import shape_from_config
 from effir_surgery.beir import load_beir
-from effir_surgery.evaluate import add_ratios, speed_sample
+from effir_surgery.eval_results import add_ratios
+from effir_surgery.evaluate import speed_sample
 from effir_surgery.load import load_config, load_model, resolve_source
 from effir_surgery.plan import SurgeryPlan
 from effir_surgery.retrievers import measure_in_fresh_process, resolve_retriever

@@ -1,0 +1,155 @@
+"""What the model card says about ``results.json``: the MTEB ``model-index`` front matter and the Evaluation section.
+
+``select_results`` picks the entry that describes the folder's model; ``model_index`` turns its full-split scores
+on registered MTEB tasks into leaderboard metadata; ``evaluation_section`` renders the scores, the measured speed
+and the run's other models as markdown.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+# results.json score keys shown in the table and written to model-index, in this order (values are fractions).
+SCORE_COLUMNS = {"ndcg_at_10": "nDCG@10", "recall_at_100": "Recall@100", "mrr_at_10": "MRR@10"}
+
+
+def _pct(fraction: float | None) -> str:
+    return "–" if fraction is None else f"{100 * fraction:.2f}"
+
+
+def select_results(results: dict | None, folder: str | Path) -> dict | None:
+    """The ``results.json`` entry describing the model in ``folder``: the entry whose ``path`` resolves to the
+    folder, else the first dense entry, else ``None``."""
+    models = (results or {}).get("models") or []
+    here = Path(folder).resolve()
+    for entry in models:
+        if entry.get("path") and Path(entry["path"]).expanduser().resolve() == here:
+            return entry
+    return next((entry for entry in models if entry.get("kind") == "dense"), None)
+
+
+@functools.cache
+def _mteb_task(name: str) -> dict | None:
+    """Registry metadata of the MTEB task ``name`` (``None`` when mteb is not installed or does not know it)."""
+    try:
+        import mteb
+
+        task = mteb.get_task(name)
+    except (ImportError, KeyError, ValueError):
+        return None
+    meta = task.metadata
+    return {
+        "name": meta.name,
+        "type": meta.type,
+        "path": meta.dataset["path"],
+        "revision": meta.dataset.get("revision"),
+        "eval_splits": list(meta.eval_splits),
+        "subsets": list(getattr(task, "hf_subsets", None) or ["default"]),
+    }
+
+
+def model_index(entry: dict | None, name: str) -> list[dict] | None:
+    """``model-index`` metadata for the MTEB leaderboard, in the layout ``mteb create_meta`` writes.
+
+    Only full runs (no subsample) of registered MTEB tasks on one of the task's evaluation splits qualify: a
+    leaderboard reads these numbers as comparable with every other model's. Scores are percentages. The dataset
+    revision is the registry's for results computed on the Hub dataset; a local copy's revision is unknown and
+    left out.
+    """
+    results = []
+    for task in (entry or {}).get("tasks", []):
+        meta = None if task.get("subsample") else _mteb_task(task["task"])
+        if meta is None or task["split"] not in meta["eval_splits"] or meta["subsets"] != ["default"]:
+            continue
+        dataset = {
+            "type": meta["path"],
+            "name": f"MTEB {meta['name']} (default)",
+            "config": "default",
+            "split": task["split"],
+        }
+        if str(task.get("dataset", "")).startswith("mteb:") and meta["revision"]:
+            dataset["revision"] = meta["revision"]
+        scores = task["scores"]
+        metrics = [
+            {"type": key, "value": round(100 * scores[key], 5)}
+            for key in ("main_score", *SCORE_COLUMNS)
+            if scores.get(key) is not None
+        ]
+        results.append({"task": {"type": meta["type"]}, "dataset": dataset, "metrics": metrics})
+    return [{"name": name, "results": results}] if results else None
+
+
+def _data_note(task: dict) -> str:
+    dataset = str(task.get("dataset", ""))
+    # A local path says nothing to a reader and may reveal the author's file system; the folder name is enough.
+    origin = "MTEB dataset" if dataset.startswith("mteb:") else f"local copy ({Path(dataset[6:]).name})"
+    sub = task.get("subsample")
+    return f"**subsample**: {sub.get('note') or sub}" if sub else f"full split, {origin}"
+
+
+def evaluation_section(results: dict | None, entry: dict | None) -> list[str]:
+    if not entry or not entry.get("tasks"):
+        return []
+    versions = sorted({t["mteb_version"] for t in entry["tasks"] if t.get("mteb_version")})
+    lines = [
+        "## Evaluation",
+        "",
+        f"Retrieval scores from `effir-surgery evaluate` (mteb {', '.join(versions) or 'version not recorded'}), "
+        "as percentages:",
+        "",
+        "| task | split | " + " | ".join(SCORE_COLUMNS.values()) + " | data |",
+        "|---|---|" + "---:|" * len(SCORE_COLUMNS) + "---|",
+    ]
+    for task in entry["tasks"]:
+        scores = " | ".join(_pct(task["scores"].get(key)) for key in SCORE_COLUMNS)
+        lines.append(f"| {task['task']} | {task['split']} | {scores} | {_data_note(task)} |")
+    lines.append("")
+    if any(t.get("subsample") for t in entry["tasks"]):
+        lines += [
+            "Subsampled rows use fewer queries and documents than the benchmark, so they are not comparable with "
+            "leaderboard numbers and are left out of the model-index metadata.",
+            "",
+        ]
+    lines += _efficiency(results, entry)
+    if results.get("command"):
+        lines += ["Evaluation command:", "", "```bash", results["command"], "```", ""]
+    return lines
+
+
+def _efficiency(results: dict, entry: dict) -> list[str]:
+    """The measured speed of this model, and the run's other models side by side when there are any."""
+    lines = []
+    eff = entry.get("efficiency") or {}
+    reference = next((m for m in results.get("models", []) if m.get("kind") == "dense"), None)
+    if eff.get("tokens_per_s"):
+        text = (
+            f"Measured speed ({eff.get('device', '?')}, {eff.get('dtype', '?')}, batch {eff.get('batch_size', '?')}, "
+            f"sequence length {eff.get('seq_len', '?')}): {eff['tokens_per_s']:,.0f} tokens/s"
+        )
+        if eff.get("peak_memory_mb"):
+            text += f", peak memory {eff['peak_memory_mb']:,.0f} MB"
+        if eff.get("speedup") and reference is not None and reference is not entry:
+            text += f"; {eff['speedup']:.2f}x the speed of {reference['name']} in the same run"
+            if eff.get("flop_ratio"):
+                text += f" (FLOP ratio {eff['flop_ratio']:.2f}x)"
+        lines += [text + ".", ""]
+    others = results.get("models", [])
+    if len(others) > 1:
+        tasks = list(dict.fromkeys(t["task"] for m in others for t in m.get("tasks", [])))
+        lines += [
+            "All models of the same run (nDCG@10, as percentages; *this model* in italics):",
+            "",
+            "| model | kind | parameters | tokens/s | " + " | ".join(tasks) + " |",
+            "|---|---|---:|---:|" + "---:|" * len(tasks),
+        ]
+        for model in others:
+            eff = model.get("efficiency") or {}
+            by_task = {t["task"]: t["scores"].get("ndcg_at_10") for t in model.get("tasks", [])}
+            label = f"*{model['name']}*" if model is entry else model["name"]
+            params = f"{eff['params_total']:,}" if eff.get("params_total") else "–"
+            speed = f"{eff['tokens_per_s']:,.0f}" if eff.get("tokens_per_s") else "–"
+            cells = " | ".join(_pct(by_task.get(t)) for t in tasks)
+            lines.append(f"| {label} | {model.get('kind', '?')} | {params} | {speed} | {cells} |")
+        lines.append("")
+    return lines

@@ -1,0 +1,106 @@
+"""What the ``effir-surgery`` commands share: flags whose --help shows the config's default, the model-loading and
+calibration flags, and the one-line exit for bad input (``EffirError`` -> message on stderr, exit code 2).
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from .config import CalibConfig, LoadConfig
+from .errors import EffirError
+
+
+def drop_none(values: dict) -> dict:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+class ConfigOption(click.Option):
+    """A flag for the config field of the same name (``--calib-samples`` <-> ``calib_samples``). Its value is None
+    unless given, so the config fills in its own default (and records the field as unset); --help shows that
+    default as click's ``show_default`` would, read from the config, so it is written in one place."""
+
+    def __init__(self, *args, config: type, **kwargs):
+        super().__init__(*args, default=None, **kwargs)
+        self.config_default = config.model_fields[self.name].default
+
+    def get_help_extra(self, ctx: click.Context):
+        extra = super().get_help_extra(ctx)
+        value = self.config_default
+        if isinstance(value, bool) and self.secondary_opts:  # --x/--no-x: the flag that is on by default
+            extra["default"] = (self.opts if value else self.secondary_opts)[0].lstrip("-")
+        elif isinstance(value, str) and (value != value.strip() or not value):  # a prompt: show its spaces
+            extra["default"] = repr(value)
+        elif value is not None:
+            extra["default"] = str(value)
+        return extra
+
+
+def config_option(config: type, *param_decls: str, **attrs):
+    """``click.option`` for a field of ``config`` with a default (``ConfigOption``)."""
+    return click.option(*param_decls, cls=ConfigOption, config=config, **attrs)
+
+
+def config_defaults(config: type):
+    """Fill ``{field}`` placeholders of a command's docstring with the defaults of ``config``'s fields."""
+
+    def decorator(f):
+        f.__doc__ = f.__doc__.format(**{name: field.default for name, field in config.model_fields.items()})
+        return f
+
+    return decorator
+
+
+TRUST_HELP = (
+    "Allow code from the model folder or repo that is not effir-surgery's own remote code (another auto_map, "
+    "a custom tokenizer or sentence-transformers module, extra .py files) to run. Review it first; without the "
+    "flag such a model is refused before anything from it runs."
+)
+
+
+def load_options(f):
+    f = click.option("--trust-remote-code", is_flag=True, default=None, help=TRUST_HELP)(f)
+    f = config_option(LoadConfig, "--device", help="cpu, cuda, cuda:1 ...")(f)
+    f = config_option(
+        LoadConfig,
+        "--dtype",
+        type=click.Choice(["float32", "bfloat16", "float16"]),
+        help="Weights dtype while working.",
+    )(f)
+    f = click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of MODEL.")(f)
+    return f
+
+
+def calib_options(f):
+    f = config_option(CalibConfig, "--calib-batch-size", type=int, help="Calibration batch size.")(f)
+    f = config_option(CalibConfig, "--calib-max-length", type=int, help="Tokens per calibration text.")(f)
+    f = config_option(CalibConfig, "--calib-samples", type=int, help="Number of calibration texts.")(f)
+    f = click.option(
+        "--calib", default=None, help="Calibration texts: a BEIR folder or a jsonl file (default: bundled texts)."
+    )(f)
+    return f
+
+
+def handle_errors(f):
+    """Print ``EffirError`` as one line and exit with code 2."""
+
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        try:
+            return f(*args, **kwargs)
+        except EffirError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+# --push-to-hub on the commands that save a folder (prune, finetune)
+push_option = click.option(
+    "--push-to-hub",
+    default=None,
+    metavar="REPO_ID",
+    help="After saving, publish the folder to this Hub repo (owner/name), as `effir-surgery push` does.",
+)
