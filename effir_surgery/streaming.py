@@ -39,7 +39,7 @@ from .load import load_config, load_generation_config, load_tokenizer, resolve_s
 from .ops import OPERATORS
 from .plan import SurgeryPlan
 from .save import MAX_SHARD_SIZE, atomic_folder, write_support_files
-from .surgery import SurgeryRecord, model_class, plan_provenance, planned_operations, surgery_config
+from .surgery import SurgeryRecord, layer_operations, model_class, plan_provenance, planned_operations, surgery_config
 
 # safetensors writes a file's tensors ordered by dtype (this order, wider types first) and then by name.
 _SAFETENSORS_ORDER = ["U64", "I64", "F64", "C64", "F32", "U32", "I32", "BF16", "F16", "U16", "I16", "I8", "U8", "BOOL"]
@@ -355,13 +355,12 @@ class StreamingSurgery:
         plan, spec = self.plan, self.spec
         loaded = load_layerwise(resolve_source(str(self.folder)), self.dtype_name, "cpu")
 
+        calls = layer_operations(plan)
+
         def before_layer(i, layer):
-            if i in plan.drop_attention_layers:
-                OPERATORS["drop_attention"](layer, spec)
-            if i in plan.drop_mlp_layers:
-                OPERATORS["drop_mlp"](layer, spec)
-            if str(i) in plan.kept_neurons:
-                OPERATORS["slice_mlp"](layer, spec, plan.kept_neurons[str(i)])
+            for j, name, args in calls:
+                if j == i:
+                    OPERATORS[name](layer, spec, *args)
 
         (hidden,) = loaded.run([inputs], before_layer=before_layer)
         return loaded.outputs(inputs, hidden)

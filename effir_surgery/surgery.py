@@ -91,6 +91,18 @@ def planned_operations(plan: SurgeryPlan) -> list[str]:
     return operations
 
 
+def layer_operations(plan: SurgeryPlan) -> list[tuple[int, str, tuple]]:
+    """The plan as operator calls ``(layer index, name in ops.OPERATORS, extra arguments)``, in the order
+    ``apply_plan`` runs them: attention drops, MLP drops, then neuron slices. Each call touches one layer only, so
+    the layer-by-layer executor (``streaming``) may run a layer's calls as soon as that layer is loaded."""
+    calls = [(i, "drop_attention", ()) for i in plan.drop_attention_layers]
+    calls += [(i, "drop_mlp", ()) for i in plan.drop_mlp_layers]
+    calls += [
+        (int(k), "slice_mlp", (keep,)) for k, keep in sorted(plan.kept_neurons.items(), key=lambda kv: int(kv[0]))
+    ]
+    return calls
+
+
 def plan_provenance(plan: SurgeryPlan) -> dict:
     """The ``effir_surgery`` field of the post-surgery config."""
     return {"tool": "effir-surgery", "tool_version": __version__, "source_model": plan.model}
@@ -118,12 +130,8 @@ def apply_plan(model, plan: SurgeryPlan) -> SurgeryRecord:
     from .ops import OPERATORS
 
     params_before = _numel(model)
-    for i in plan.drop_attention_layers:
-        OPERATORS["drop_attention"](layers[i], spec)
-    for i in plan.drop_mlp_layers:
-        OPERATORS["drop_mlp"](layers[i], spec)
-    for key, keep in sorted(plan.kept_neurons.items(), key=lambda kv: int(kv[0])):
-        OPERATORS["slice_mlp"](layers[int(key)], spec, keep)
+    for i, name, args in layer_operations(plan):
+        OPERATORS[name](layers[i], spec, *args)
     operations = planned_operations(plan)
 
     config = surgery_config(model.config, plan.mlp_widths, plan.dropped_attention_after, plan_provenance(plan))

@@ -1,5 +1,6 @@
 """Surgery operators: small in-place verbs on one decoder layer. ``OPERATORS`` maps the names used in plans and
-logs to the functions; ``surgery.apply_plan`` is their only caller."""
+logs to the functions; every structural change goes through it, as the calls ``surgery.layer_operations`` lists
+(run by ``surgery.apply_plan``, and by ``streaming`` on a model held layer by layer)."""
 
 from .drop_attention import drop_attention
 from .drop_mlp import drop_mlp
