@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from effir_surgery.config import EncoderConfig
+from effir_surgery.config import EncoderSettings
 from effir_surgery.devices import torch_dtype
 from effir_surgery.encode import Encoder, best_time, last_token_pool, prepare_tokenizer
 from effir_surgery.load import ensure_local, resolve_source
@@ -53,7 +53,7 @@ def main() -> None:
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(folder, trust_remote_code=True))
 
     base = AutoModel.from_pretrained(folder, dtype=dtype, trust_remote_code=True).eval()
-    encoder = Encoder(base, tokenizer, EncoderConfig(max_length=args.max_length))
+    encoder = Encoder(base, tokenizer, EncoderSettings(max_length=args.max_length))
     causal = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype, trust_remote_code=True).eval()
 
     def causal_encode() -> torch.Tensor:

@@ -22,7 +22,7 @@ import torch
 
 from effir_surgery.analyze import analyze_importance
 from effir_surgery.calib import load_calibration
-from effir_surgery.config import EncoderConfig, PlanConfig
+from effir_surgery.config import EncoderSettings, PlanSettings
 from effir_surgery.costs import flops_per_token, param_count
 from effir_surgery.encode import Encoder, measure_throughput
 from effir_surgery.load import load_model, resolve_source
@@ -65,11 +65,11 @@ def main() -> None:
         batch_size=8,
     )
     docs, where = texts(args.texts)
-    encoder_config = EncoderConfig(max_length=args.max_length)
+    encoder_config = EncoderSettings(max_length=args.max_length)
     rows = []
     for ratio in [float(r) for r in args.ratios.split(",")]:
         model = copy.deepcopy(loaded.model)
-        plan = make_plan(loaded.shape, PlanConfig(mlp_width=ratio), report, model_name="smollm2-135m")
+        plan = make_plan(loaded.shape, PlanSettings(mlp_width=ratio), report, model_name="smollm2-135m")
         apply_plan(model, plan)
         encoder = Encoder(model, loaded.tokenizer, encoder_config)
         measured = measure_throughput(encoder, docs, args.batch_size)

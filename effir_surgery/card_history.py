@@ -71,7 +71,7 @@ def _recipe(chain: list[dict], training: dict | None, name: str) -> dict | None:
     """A recipe that rebuilds a folder made by ``effir-surgery run``, from the settings stored in the folder: the
     prune stage's config (``provenance.json``) and the fine-tuning config (``finetune.json``). ``None`` when the
     folder holds neither (an older folder). The evaluation stage does not change the model and is left out."""
-    from .config import FinetuneSettings, PipelineConfig, PruneStage
+    from .config import FinetuneSettings, PruneSettings, RunConfig
 
     command = chain[-1].get("command")
     steps = [step for step in chain if step.get("command") == command]
@@ -83,10 +83,10 @@ def _recipe(chain: list[dict], training: dict | None, name: str) -> dict | None:
     recipe = {"name": name, "model": first.get("model")}
     if prune and prune.get("revision"):
         recipe["revision"] = prune["revision"]
-    recipe["dtype"] = first.get("dtype", PipelineConfig.model_fields["dtype"].default)
+    recipe["dtype"] = first.get("dtype", RunConfig.model_fields["dtype"].default)
     recipe["run_dir"] = f"runs/{name}"
     if prune:
-        recipe["prune"] = _stage_settings(PruneStage, prune)
+        recipe["prune"] = _stage_settings(PruneSettings, prune)
     if finetune:
         recipe["finetune"] = _stage_settings(FinetuneSettings, finetune)
     return recipe

@@ -14,7 +14,7 @@ from .cli_finetune import finetune
 from .cli_hub import push, verify
 from .cli_options import TRUST_HELP, config_defaults, handle_errors
 from .cli_prune import analyze, prune
-from .config import PipelineConfig
+from .config import RunConfig
 from .errors import EffirError
 
 
@@ -77,7 +77,7 @@ for command in (analyze, evaluate, finetune, prune, push, verify):
 )
 @click.option("--trust-remote-code", is_flag=True, default=None, help=TRUST_HELP + " Overrides the recipe's setting.")
 @handle_errors
-@config_defaults(PipelineConfig)
+@config_defaults(RunConfig)
 def run(recipe, overrides, skip, push_to_hub, trust_remote_code):
     """Run a RECIPE (YAML): load -> analyze -> plan -> surgery -> fine-tune -> evaluate -> push.
 

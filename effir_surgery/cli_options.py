@@ -9,7 +9,7 @@ import sys
 
 import click
 
-from .config import CalibConfig, LoadConfig
+from .config import CalibSettings, LoadSettings
 from .errors import EffirError
 
 
@@ -62,9 +62,9 @@ TRUST_HELP = (
 
 def load_options(f):
     f = click.option("--trust-remote-code", is_flag=True, default=None, help=TRUST_HELP)(f)
-    f = config_option(LoadConfig, "--device", help="cpu, cuda, cuda:1 ...")(f)
+    f = config_option(LoadSettings, "--device", help="cpu, cuda, cuda:1 ...")(f)
     f = config_option(
-        LoadConfig,
+        LoadSettings,
         "--dtype",
         type=click.Choice(["float32", "bfloat16", "float16"]),
         help="Weights dtype while working.",
@@ -74,9 +74,9 @@ def load_options(f):
 
 
 def calib_options(f):
-    f = config_option(CalibConfig, "--calib-batch-size", type=int, help="Calibration batch size.")(f)
-    f = config_option(CalibConfig, "--calib-max-length", type=int, help="Tokens per calibration text.")(f)
-    f = config_option(CalibConfig, "--calib-samples", type=int, help="Number of calibration texts.")(f)
+    f = config_option(CalibSettings, "--calib-batch-size", type=int, help="Calibration batch size.")(f)
+    f = config_option(CalibSettings, "--calib-max-length", type=int, help="Tokens per calibration text.")(f)
+    f = config_option(CalibSettings, "--calib-samples", type=int, help="Number of calibration texts.")(f)
     f = click.option(
         "--calib", default=None, help="Calibration texts: a BEIR folder or a jsonl file (default: bundled texts)."
     )(f)

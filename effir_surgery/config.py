@@ -36,7 +36,7 @@ class HubTarget(StrictConfig):
         return check_repo_id(value)
 
 
-class EncoderConfig(StrictConfig):
+class EncoderSettings(StrictConfig):
     """How texts become embeddings; shared by fine-tuning, evaluation and the saved sentence-transformers files.
 
     Last-token pooling over a tokenizer that appends EOS, left padding, L2 normalisation; queries get
@@ -48,7 +48,7 @@ class EncoderConfig(StrictConfig):
     max_length: int = Field(512, ge=8)
 
 
-class LoadConfig(StrictConfig):
+class LoadSettings(StrictConfig):
     """Which model to load and how."""
 
     model: str = Field(description="Hub repo id, local HF folder, .gguf file, or 'smollm2-135m'.")
@@ -59,7 +59,7 @@ class LoadConfig(StrictConfig):
     trust_remote_code: bool = False
 
 
-class CalibConfig(StrictConfig):
+class CalibSettings(StrictConfig):
     """Calibration texts for importance scores: a BEIR folder, a jsonl file, or (None) the bundled texts."""
 
     calib: str | None = None
@@ -72,7 +72,7 @@ def _ratio_message(what: str, value: float, interval: str) -> str:
     return f"must be in {interval}: it is the fraction of {what}; got {value}."
 
 
-class PlanConfig(StrictConfig):
+class PlanSettings(StrictConfig):
     """What to remove. Depth: ``mlp_drop`` (fraction of MLP sublayers, lowest importance first) or
     ``drop_mlp_layers`` (explicit indices); the same for attention. Width: ``mlp_width`` (uniform keep ratio)
     or ``param_budget`` (total parameters after surgery, widths adapted per layer), from one-shot activation
@@ -144,7 +144,7 @@ class PlanConfig(StrictConfig):
         return self.mlp_drop is not None or self.attn_drop is not None or self.wants_width
 
 
-class PruneConfig(LoadConfig, PlanConfig, CalibConfig, HubTarget):
+class PruneConfig(LoadSettings, PlanSettings, CalibSettings, HubTarget):
     """``effir-surgery prune``: load, score, plan, cut, save (atomically) and check the reload.
 
     ``streaming``: analyse layer by layer and stream the surgery from disk to disk, for models larger than RAM
@@ -168,7 +168,7 @@ class PruneConfig(LoadConfig, PlanConfig, CalibConfig, HubTarget):
         return self
 
 
-class AnalyzeConfig(LoadConfig, CalibConfig):
+class AnalyzeConfig(LoadSettings, CalibSettings):
     """``effir-surgery analyze``: importance of every sublayer, written as JSON, a table and a plot; optionally the
     drop-one retrieval probe on a BEIR folder.
 
@@ -228,7 +228,7 @@ class VerifyConfig(StrictConfig):
     revision: str | None = None
 
 
-class FinetuneSettings(EncoderConfig):
+class FinetuneSettings(EncoderSettings):
     """How to fine-tune (the ``finetune`` stage of a recipe): contrastive retrieval fine-tuning (InfoNCE with
     in-batch and hard negatives), optionally with LoRA and with learned MLP widths.
 
@@ -283,7 +283,7 @@ class FinetuneSettings(EncoderConfig):
     @field_validator("param_budget", mode="before")
     @classmethod
     def _budget(cls, value):
-        return PlanConfig._budget(value)
+        return PlanSettings._budget(value)
 
     @model_validator(mode="after")
     def _consistent(self):
@@ -297,13 +297,13 @@ class FinetuneSettings(EncoderConfig):
             raise ValueError("--mini-batch-size cannot exceed --batch-size.")
         return self
 
-    def encoder(self) -> EncoderConfig:
-        return EncoderConfig(
+    def encoder(self) -> EncoderSettings:
+        return EncoderSettings(
             query_prompt=self.query_prompt, document_prompt=self.document_prompt, max_length=self.max_length
         )
 
 
-class FinetuneConfig(LoadConfig, FinetuneSettings, HubTarget):
+class FinetuneConfig(LoadSettings, FinetuneSettings, HubTarget):
     """``effir-surgery finetune``: fine-tune a model folder or any model source as a retriever and save it."""
 
     output: Path
@@ -315,7 +315,11 @@ class EvalSettings(StrictConfig):
     """What to evaluate on and how (the ``evaluate`` stage of a recipe). Tasks are MTEB task names (data from the
     Hub) or local BEIR folders (``data_dir``, paired in order with ``task`` when both are given). ``cache_dir``
     holds mteb results per model content and task content (default ``OUTPUT/mteb-cache``); runs that share it
-    never score the same model on the same data twice."""
+    never score the same model on the same data twice.
+
+    In a recipe the run's final model is evaluated first (the speed-up reference); ``models`` adds more: baselines
+    (``bm25``, ``all-MiniLM-L6-v2``), other folders, ``@source`` (the recipe's model before any stage) or
+    ``@pruned`` (this run's prune output, before fine-tuning). The ``evaluate`` command needs at least one."""
 
     task: list[str] = []
     data_dir: list[str] = []
@@ -334,6 +338,7 @@ class EvalSettings(StrictConfig):
     seed: int = 0
     cache_dir: Path | None = None
     attach: bool = False
+    models: list[str] = []  # last, so dumps keep the field order they had
 
     @model_validator(mode="after")
     def _tasks(self):
@@ -360,21 +365,13 @@ class EvalConfig(EvalSettings):
     trust_remote_code: bool = False
 
 
-class PruneStage(PlanConfig, CalibConfig):
+class PruneSettings(PlanSettings, CalibSettings):
     """The ``prune`` stage of a recipe: what to cut (the model, dtype and output folder come from the recipe)."""
 
     verify_reload: bool = True
 
 
-class EvalStage(EvalSettings):
-    """The ``evaluate`` stage of a recipe. The run's final model is evaluated first (the speed-up reference);
-    ``models`` adds more: baselines (``bm25``, ``all-MiniLM-L6-v2``), other folders, ``@source`` (the recipe's
-    model before any stage) or ``@pruned`` (this run's prune output, before fine-tuning)."""
-
-    models: list[str] = []
-
-
-class PipelineConfig(HubTarget):
+class RunConfig(HubTarget):
     """A recipe for ``effir-surgery run``: one model through prune -> finetune -> evaluate -> push.
 
     Every stage is optional (omit it, set it to null, or ``--skip`` it). Stage outputs live in ``run_dir``
@@ -391,6 +388,6 @@ class PipelineConfig(HubTarget):
     device: Device = "auto"
     trust_remote_code: bool = False
     run_dir: Path
-    prune: PruneStage | None = None
+    prune: PruneSettings | None = None
     finetune: FinetuneSettings | None = None
-    evaluate: EvalStage | None = None
+    evaluate: EvalSettings | None = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .config import EncoderConfig
+from .config import EncoderSettings
 from .folder import CONFIG_FILE, ST_CONFIG_FILE, ST_ENCODER_FILE, ST_MODULES_FILE
 from .trust import trust_remote_code
 
@@ -78,13 +78,13 @@ class Encoder:
         config: prompts and max length.
     """
 
-    def __init__(self, model, tokenizer, config: EncoderConfig | None = None):
+    def __init__(self, model, tokenizer, config: EncoderSettings | None = None):
         self.model = getattr(model, "base_model", model)
         self.tokenizer = prepare_tokenizer(tokenizer)
-        self.config = config or EncoderConfig()
+        self.config = config or EncoderSettings()
 
     @classmethod
-    def from_pretrained(cls, path: str, config: EncoderConfig | None = None, dtype=None, device: str = "cpu"):
+    def from_pretrained(cls, path: str, config: EncoderSettings | None = None, dtype=None, device: str = "cpu"):
         from transformers import AutoModel, AutoTokenizer
 
         trust = trust_remote_code(path)
@@ -119,7 +119,7 @@ class Encoder:
         return torch.stack(out) if out else torch.empty(0)
 
 
-def write_st_files(folder: str | Path, config: EncoderConfig, hidden_size: int) -> None:
+def write_st_files(folder: str | Path, config: EncoderSettings, hidden_size: int) -> None:
     """Write the sentence-transformers description of this encoder into a saved model folder.
 
     Uses the module layout that sentence-transformers 3 to 6 all read (``sentence_transformers.models.*``):
@@ -158,7 +158,7 @@ def write_st_files(folder: str | Path, config: EncoderConfig, hidden_size: int) 
     )
 
 
-def read_encoder_config(folder: str | Path) -> EncoderConfig | None:
+def read_encoder_config(folder: str | Path) -> EncoderSettings | None:
     """The encoder definition stored in a saved folder's sentence-transformers files, if present."""
     folder = Path(folder)
     st_path, bert_path = folder / ST_CONFIG_FILE, folder / ST_ENCODER_FILE
@@ -166,7 +166,7 @@ def read_encoder_config(folder: str | Path) -> EncoderConfig | None:
         return None
     prompts = json.loads(st_path.read_text()).get("prompts", {})
     max_length = json.loads(bert_path.read_text()).get("max_seq_length", 512) if bert_path.is_file() else 512
-    return EncoderConfig(
+    return EncoderSettings(
         query_prompt=prompts.get("query", ""), document_prompt=prompts.get("document", ""), max_length=max_length
     )
 
@@ -206,7 +206,7 @@ def measure_throughput(encoder: Encoder, texts: list[str], batch_size: int = 16,
     }
 
 
-def sentence_transformer(folder: str, config: EncoderConfig, dtype=None, device: str | None = None):
+def sentence_transformer(folder: str, config: EncoderSettings, dtype=None, device: str | None = None):
     """A ``SentenceTransformer`` with this encoder definition over the model in ``folder`` (any supported source
     folder, pruned or not): Transformer -> Pooling(lasttoken) -> Normalize, query/document prompts, and a
     tokenizer that appends EOS and pads left. Used for fine-tuning; what it trains is what ``Encoder`` and a

@@ -20,7 +20,7 @@ from .analyze import ImportanceReport, analyze_importance, analyze_importance_la
 from .arch import shape_from_config
 from .beir import load_beir
 from .calib import load_calibration
-from .config import AnalyzeConfig, EncoderConfig, PruneConfig
+from .config import AnalyzeConfig, EncoderSettings, PruneConfig
 from .costs import param_count
 from .devices import require_device
 from .encode import read_encoder_config
@@ -60,13 +60,13 @@ class PruneResult(BaseModel):
     peak_memory: dict[str, int] | None = None
 
 
-def source_encoder(source) -> EncoderConfig:
+def source_encoder(source) -> EncoderSettings:
     """The encoder definition a local folder was saved with (its sentence-transformers files: a fine-tuned model's
     own query prompt), else the default. Calibration and probe texts are formatted with it, so a model is scored on
     the inputs it is used with."""
     if source.kind == "folder":
-        return read_encoder_config(source.path) or EncoderConfig()
-    return EncoderConfig()
+        return read_encoder_config(source.path) or EncoderSettings()
+    return EncoderSettings()
 
 
 def _check_report(report: ImportanceReport, shape) -> None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 from . import __version__
 from .analyze import ImportanceReport
 from .arch import ModelShape
-from .config import PlanConfig
+from .config import PlanSettings
 from .costs import CostComparison, param_count
 from .errors import EffirError
 
@@ -283,7 +283,7 @@ def _budget_widths(
     )
 
 
-def validate_plan_config(shape: ModelShape, config: PlanConfig) -> None:
+def validate_plan_config(shape: ModelShape, config: PlanSettings) -> None:
     """Checks that need only the model's shape (layer count): run before any weights are loaded."""
     if config.drop_mlp_layers is not None:
         _check_indices(config.drop_mlp_layers, shape.num_layers, "--drop-mlp-layers")
@@ -303,7 +303,7 @@ def validate_plan_config(shape: ModelShape, config: PlanConfig) -> None:
         _check_budget_before_scores(shape, config)
 
 
-def _check_budget_before_scores(shape: ModelShape, config: PlanConfig) -> None:
+def _check_budget_before_scores(shape: ModelShape, config: PlanSettings) -> None:
     """Refuse an impossible ``--param-budget`` from the shape alone, before weights are loaded and scored.
 
     The parameter count after the depth cuts depends only on *how many* sublayers go when every present MLP has
@@ -331,7 +331,7 @@ def _check_budget_before_scores(shape: ModelShape, config: PlanConfig) -> None:
 
 
 def make_plan(
-    shape: ModelShape, config: PlanConfig, report: ImportanceReport | None = None, model_name: str = ""
+    shape: ModelShape, config: PlanSettings, report: ImportanceReport | None = None, model_name: str = ""
 ) -> SurgeryPlan:
     """Decide what to cut. Pure: the same inputs give the same plan.
 

@@ -16,7 +16,7 @@ from ._logging import progress
 from .analyze import ProbeResult
 from .arch import ArchSpec
 from .beir import BeirSplit, document_text, load_beir
-from .config import EncoderConfig
+from .config import EncoderSettings
 from .encode import Encoder
 from .errors import EffirError
 from .folder import TRAINING_FILE
@@ -84,7 +84,7 @@ def probe_sublayers(
     n_docs: int = 160,
     max_length: int = 128,
     batch_size: int = 16,
-    encoder_config: EncoderConfig | None = None,
+    encoder_config: EncoderSettings | None = None,
     model_state: str | None = None,
 ) -> ProbeResult:
     """nDCG@10 with each present sublayer removed alone (its output zeroed by a hook; the model is not changed).
@@ -97,7 +97,7 @@ def probe_sublayers(
     except ImportError:
         raise EffirError("--probe needs pytrec_eval: pip install 'effir-surgery[eval]'") from None
     data = make_slice(load_beir(folder, split), n_queries, n_docs)
-    config = (encoder_config or EncoderConfig()).model_copy(update={"max_length": max_length})
+    config = (encoder_config or EncoderSettings()).model_copy(update={"max_length": max_length})
     encoder = Encoder(model, tokenizer, config)
     layers = getattr(model.base_model, spec.layers)
     baseline = ndcg_at_10(encoder, data, batch_size)

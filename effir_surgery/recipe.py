@@ -1,5 +1,5 @@
 """Recipe files for ``effir-surgery run``: read a recipe's YAML, make its relative paths absolute against the recipe's
-folder, apply ``--set`` overrides and validate the result as a ``config.PipelineConfig``. No torch import here.
+folder, apply ``--set`` overrides and validate the result as a ``config.RunConfig``. No torch import here.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from .config import PipelineConfig
+from .config import RunConfig
 from .errors import EffirError
 from .validation import format_validation_error
 
@@ -140,7 +140,7 @@ def resolve_recipe_paths(data: dict, base: Path) -> dict:
     return data
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> PipelineConfig:
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read a recipe YAML, resolve its relative paths against the recipe's folder (``resolve_recipe_paths``), apply
     ``--set`` overrides (whose relative paths stay relative to the current directory), validate; errors name the
     recipe and the field."""
@@ -164,6 +164,6 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Pipelin
     data = resolve_recipe_paths(data, path.parent)
     data = apply_overrides(data, overrides or [])
     try:
-        return PipelineConfig(**data)
+        return RunConfig(**data)
     except ValidationError as exc:
         raise EffirError(f"{path}: {format_validation_error(exc)}") from None

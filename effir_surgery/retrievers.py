@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import EncoderConfig
+from .config import EncoderSettings
 from .errors import EffirError
 from .folder import CONFIG_FILE, ST_CONFIG_FILE, ST_MODULES_FILE, TOKENIZER_FILE
 from .trust import allowing_foreign_code, foreign_code_allowed, trust_remote_code
@@ -116,7 +116,7 @@ def load_dense(spec: RetrieverSpec, dtype: str = "float32", device: str | None =
                 model_kwargs={"dtype": torch_dtype(dtype)},
             )
         else:
-            model = sentence_transformer(str(folder), EncoderConfig(), dtype=torch_dtype(dtype), device=device)
+            model = sentence_transformer(str(folder), EncoderSettings(), dtype=torch_dtype(dtype), device=device)
     except (OSError, ValueError, RuntimeError) as exc:
         raise EffirError(f"Model '{spec.name}' ({folder}) does not load: {str(exc).splitlines()[0][:200]}") from None
     if max_length is not None:

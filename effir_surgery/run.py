@@ -15,7 +15,7 @@ from rich.markup import escape
 
 from ._logging import info
 from .arch import shape_from_config
-from .config import PipelineConfig, PruneConfig
+from .config import PruneConfig, RunConfig
 from .costs import param_count
 from .devices import require_device
 from .errors import EffirError
@@ -66,7 +66,7 @@ class RunResult(BaseModel):
     seconds: float
 
 
-def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
+def run(config: RunConfig, skip: tuple[str, ...] = ()) -> RunResult:
     """Run a recipe: prune -> finetune -> evaluate -> push, reusing completed stages.
 
     A stage is reused when its settings, its input (the previous stage's output hash, or the source model) and its
@@ -96,7 +96,7 @@ def run(config: PipelineConfig, skip: tuple[str, ...] = ()) -> RunResult:
             return _run(config, skip, source)
 
 
-def _run(config: PipelineConfig, skip: tuple[str, ...], source) -> RunResult:
+def _run(config: RunConfig, skip: tuple[str, ...], source) -> RunResult:
     import json
 
     from accelerate import PartialState

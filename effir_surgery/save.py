@@ -19,7 +19,7 @@ from pathlib import Path
 from . import __version__
 from ._logging import info
 from .check import check_folder_files, verify_reload
-from .config import EncoderConfig
+from .config import EncoderSettings
 from .encode import prepare_tokenizer, write_st_files
 from .errors import EffirError
 from .folder import (
@@ -132,7 +132,7 @@ def save_model(
     tokenizer,
     out: str | Path,
     *,
-    encoder: EncoderConfig | None = None,
+    encoder: EncoderSettings | None = None,
     plan=None,
     provenance: Provenance | dict | None = None,
     overwrite: bool = False,
@@ -144,7 +144,7 @@ def save_model(
     """Write ``model`` (a causal LM, after ``apply_plan`` or untouched) and ``tokenizer`` to ``out`` atomically.
 
     Args:
-        encoder: the encoder definition written as sentence-transformers files (default ``EncoderConfig()``).
+        encoder: the encoder definition written as sentence-transformers files (default ``EncoderSettings()``).
         plan: the ``SurgeryPlan`` carried out, saved as ``surgery_plan.json``.
         provenance: what produced the folder (invocation, source, record); saved as ``provenance.json``.
         verify: reload in a clean process and compare outputs before the folder is moved into place.
@@ -178,7 +178,7 @@ def write_support_files(
     tokenizer,
     *,
     out: str | Path,
-    encoder: EncoderConfig | None = None,
+    encoder: EncoderSettings | None = None,
     plan=None,
     provenance: Provenance | dict | None = None,
     extra_files: dict[str, str] | None = None,
@@ -197,7 +197,7 @@ def write_support_files(
     tokenizer = prepare_tokenizer(tokenizer)
     tokenizer.save_pretrained(folder)
     _sanitize_tokenizer_config(folder)
-    write_st_files(folder, encoder or EncoderConfig(), config.hidden_size)
+    write_st_files(folder, encoder or EncoderSettings(), config.hidden_size)
     if plan is not None:
         plan.save(folder / PLAN_FILE)
     record = provenance if isinstance(provenance, Provenance) else Provenance.model_validate(provenance or {})

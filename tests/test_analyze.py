@@ -169,12 +169,12 @@ def test_a_saved_retrievers_own_prompt_formats_calibration_and_probe(tmp_path, m
     from conftest import build_tiny, make_beir, save_tiny_source, tiny_tokenizer
 
     from effir_surgery import pipeline, probe
-    from effir_surgery.config import DEFAULT_QUERY_PROMPT, AnalyzeConfig, EncoderConfig
+    from effir_surgery.config import DEFAULT_QUERY_PROMPT, AnalyzeConfig, EncoderSettings
     from effir_surgery.encode import write_st_files
 
     model = build_tiny("llama")
     folder = save_tiny_source(model, tiny_tokenizer(), tmp_path / "retriever")
-    write_st_files(folder, EncoderConfig(query_prompt="search: "), model.config.hidden_size)
+    write_st_files(folder, EncoderSettings(query_prompt="search: "), model.config.hidden_size)
     plain = save_tiny_source(build_tiny("llama"), tiny_tokenizer(), tmp_path / "plain")
     beir = make_beir(tmp_path / "beir", n_docs=12, n_queries=4)
     seen = {}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from effir_surgery.config import PlanConfig, PruneConfig
+from effir_surgery.config import PlanSettings, PruneConfig
 from effir_surgery.errors import EffirError
 from effir_surgery.validation import parse_count, validated
 
@@ -28,7 +28,7 @@ from effir_surgery.validation import parse_count, validated
 )
 def test_plan_config_errors(values, message):
     with pytest.raises(EffirError) as err:
-        validated(PlanConfig, **values)
+        validated(PlanSettings, **values)
     assert message in str(err.value)
 
 
@@ -39,7 +39,7 @@ def test_output_required_unless_dry_run():
 
 
 def test_layer_list_from_string():
-    assert PlanConfig(drop_mlp_layers="3, 7,11").drop_mlp_layers == [3, 7, 11]
+    assert PlanSettings(drop_mlp_layers="3, 7,11").drop_mlp_layers == [3, 7, 11]
 
 
 @pytest.mark.parametrize(
@@ -50,19 +50,19 @@ def test_parse_count(text, value):
 
 
 def test_needs_scores():
-    assert PlanConfig(mlp_drop=0.5).needs_scores
-    assert PlanConfig(mlp_width=0.5).needs_scores
-    assert not PlanConfig(drop_mlp_layers=[1]).needs_scores
+    assert PlanSettings(mlp_drop=0.5).needs_scores
+    assert PlanSettings(mlp_width=0.5).needs_scores
+    assert not PlanSettings(drop_mlp_layers=[1]).needs_scores
 
 
 def test_prune_settings_stored_with_width_method_still_give_a_valid_recipe():
     """Folders pruned before ``width_method`` was removed store it in ``provenance.json``'s config; the model card
     still reads them, and the recipe it rebuilds leaves the setting out and validates."""
     from effir_surgery.card_history import _recipe
-    from effir_surgery.config import PipelineConfig, PruneStage
+    from effir_surgery.config import PruneSettings, RunConfig
 
     stored = PruneConfig(model="m", output="o", mlp_drop=0.25).model_dump(mode="json")
     stored["width_method"] = "activation"
     recipe = _recipe([{"command": "effir-surgery run r.yaml", "config": stored}], None, "r")
     assert "width_method" not in recipe["prune"]
-    assert PipelineConfig(**recipe).prune == PruneStage(mlp_drop=0.25)
+    assert RunConfig(**recipe).prune == PruneSettings(mlp_drop=0.25)

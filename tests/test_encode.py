@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from effir_surgery.config import EncoderConfig
+from effir_surgery.config import EncoderSettings
 from effir_surgery.encode import Encoder, sentence_transformer
 
 TEXTS = ["what is the risk of cancer", "the cells of the brain increased protein", "court law city river water"]
@@ -20,7 +20,7 @@ def test_training_model_ignores_the_chat_template(tmp_path):
     tokenizer = tiny_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
     folder = save_tiny_source(build_tiny("llama"), tokenizer, tmp_path / "tiny-llama")
-    config = EncoderConfig(max_length=32)
+    config = EncoderSettings(max_length=32)
     trained = sentence_transformer(str(folder), config, device="cpu")
     trained.eval()
     encoder = Encoder.from_pretrained(str(folder), config)

@@ -406,14 +406,14 @@ def test_pruned_model_next_to_its_source_reports_exact_costs(tiny_folder, tmp_pa
     from transformers import AutoConfig, AutoModelForCausalLM
 
     from effir_surgery.arch import shape_from_config
-    from effir_surgery.config import PlanConfig
+    from effir_surgery.config import PlanSettings
     from effir_surgery.costs import param_count
     from effir_surgery.plan import make_plan
     from effir_surgery.save import save_model
     from effir_surgery.surgery import apply_plan
 
     model = AutoModelForCausalLM.from_pretrained(tiny_folder).eval()
-    plan = make_plan(shape_from_config(model.config), PlanConfig(drop_mlp_layers=[1, 2]), model_name="tiny")
+    plan = make_plan(shape_from_config(model.config), PlanSettings(drop_mlp_layers=[1, 2]), model_name="tiny")
     apply_plan(model, plan)
     pruned = tmp_path / "pruned"
     save_model(model, tiny_tokenizer(), pruned, plan=plan, verify=False)

@@ -52,13 +52,13 @@ def saved(tmp_path_factory):
     from conftest import build_tiny, tiny_tokenizer
 
     from effir_surgery.arch import shape_from_config
-    from effir_surgery.config import PlanConfig
+    from effir_surgery.config import PlanSettings
     from effir_surgery.plan import make_plan
     from effir_surgery.save import save_model
     from effir_surgery.surgery import apply_plan
 
     model = build_tiny("llama")
-    plan = make_plan(shape_from_config(model.config), PlanConfig(drop_mlp_layers=[1]), model_name="tiny-llama")
+    plan = make_plan(shape_from_config(model.config), PlanSettings(drop_mlp_layers=[1]), model_name="tiny-llama")
     plan = plan.model_copy(update={"mlp_widths": [64, 0, 64, 24], "kept_neurons": {"3": list(range(1, 64, 2))[:24]}})
     apply_plan(model, plan)
     provenance = {
@@ -191,13 +191,13 @@ def test_preflight_accepts_a_saved_folder_of_every_family(family, tmp_path):
 
     from effir_surgery.arch import shape_from_config
     from effir_surgery.check import preflight
-    from effir_surgery.config import PlanConfig
+    from effir_surgery.config import PlanSettings
     from effir_surgery.plan import make_plan
     from effir_surgery.save import save_model
     from effir_surgery.surgery import apply_plan
 
     model = build_tiny(family)
-    config = PlanConfig(drop_mlp_layers=[1], drop_attention_layers=[2])
+    config = PlanSettings(drop_mlp_layers=[1], drop_attention_layers=[2])
     plan = make_plan(shape_from_config(model.config), config, model_name=family)
     plan = plan.model_copy(update={"mlp_widths": [*plan.mlp_widths[:3], 24], "kept_neurons": {"3": list(range(24))}})
     apply_plan(model, plan)
@@ -873,7 +873,7 @@ def _recipe_fragment(card: str) -> dict:
 def test_run_push_stage_and_finetune_push_to_hub_use_the_same_push(tmp_path, recorder, push_spy, monkeypatch):
     from conftest import build_tiny, make_beir, save_tiny_source, tiny_tokenizer
 
-    from effir_surgery.config import FinetuneSettings, PipelineConfig, PruneStage
+    from effir_surgery.config import FinetuneSettings, PruneSettings, RunConfig
 
     source = save_tiny_source(build_tiny("llama"), tiny_tokenizer(), tmp_path / "src")
     beir = make_beir(tmp_path / "beir", n_docs=16, n_queries=8)
@@ -911,8 +911,8 @@ def test_run_push_stage_and_finetune_push_to_hub_use_the_same_push(tmp_path, rec
     # the published card rebuilds the recipe from the settings stored in the folder
     fragment = _recipe_fragment((finetuned / "README.md").read_text())
     assert fragment["model"] == str(source) and fragment["dtype"] == "float32"
-    rebuilt = PipelineConfig(**fragment)
-    assert rebuilt.prune == PruneStage(**recipe["prune"])
+    rebuilt = RunConfig(**fragment)
+    assert rebuilt.prune == PruneSettings(**recipe["prune"])
     assert rebuilt.finetune == FinetuneSettings(**finetune)
 
     # finetune --push-to-hub of the run's pruned folder ends in the same function with the same calls
@@ -967,7 +967,7 @@ def _recipe_run_folder(folder: Path) -> tuple[dict, dict]:
 
 def test_card_of_a_recipe_run_shows_a_recipe_that_rebuilds_it(folder):
     from effir_surgery.card import render_model_card
-    from effir_surgery.config import FinetuneSettings, PipelineConfig, PruneStage
+    from effir_surgery.config import FinetuneSettings, PruneSettings, RunConfig
 
     prune, finetune = _recipe_run_folder(folder)
     card = render_model_card(folder, REPO_ID)
@@ -977,8 +977,8 @@ def test_card_of_a_recipe_run_shows_a_recipe_that_rebuilds_it(folder):
     assert "output" not in fragment["prune"] and "model" not in fragment["finetune"]
     # every stored setting is written out, so it reproduces even if the toolkit's defaults change
     assert fragment["finetune"]["learning_rate"] == 1e-4 and fragment["prune"]["width_multiple"] == 8
-    rebuilt = PipelineConfig(**fragment)
-    assert rebuilt.prune == PruneStage(**prune)
+    rebuilt = RunConfig(**fragment)
+    assert rebuilt.prune == PruneSettings(**prune)
     assert rebuilt.finetune == FinetuneSettings(**finetune)
     assert rebuilt.evaluate is None and rebuilt.push_to_hub is None
 

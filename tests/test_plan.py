@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from effir_surgery.analyze import ImportanceReport
 from effir_surgery.arch import ModelShape
-from effir_surgery.config import PlanConfig
+from effir_surgery.config import PlanSettings
 from effir_surgery.costs import param_count
 from effir_surgery.errors import EffirError
 from effir_surgery.plan import SurgeryPlan, make_plan
@@ -61,7 +61,7 @@ def fake_report(shape, seed=0):
 def test_ratio_drops_the_lowest_scored_mlps():
     shape = fake_shape()
     report = fake_report(shape)
-    plan = make_plan(shape, PlanConfig(mlp_drop=0.25), report)
+    plan = make_plan(shape, PlanSettings(mlp_drop=0.25), report)
     lowest = sorted(range(12), key=lambda i: report.mlp[i])[:3]
     assert plan.drop_mlp_layers == sorted(lowest)
     assert all(plan.mlp_widths[i] == 0 for i in lowest)
@@ -70,11 +70,11 @@ def test_ratio_drops_the_lowest_scored_mlps():
 
 def test_half_of_thirty_is_fifteen():
     shape = fake_shape(layers=30)
-    assert len(make_plan(shape, PlanConfig(mlp_drop=0.5), fake_report(shape)).drop_mlp_layers) == 15
+    assert len(make_plan(shape, PlanSettings(mlp_drop=0.5), fake_report(shape)).drop_mlp_layers) == 15
 
 
 def test_explicit_layers_need_no_report():
-    plan = make_plan(fake_shape(), PlanConfig(drop_mlp_layers=[3, 7, 11], drop_attention_layers=[5]))
+    plan = make_plan(fake_shape(), PlanSettings(drop_mlp_layers=[3, 7, 11], drop_attention_layers=[5]))
     assert plan.drop_mlp_layers == [3, 7, 11] and plan.drop_attention_layers == [5]
     assert plan.scores is None
 
@@ -82,31 +82,31 @@ def test_explicit_layers_need_no_report():
 def test_ratio_removing_everything_is_refused_with_the_largest_allowed_value():
     shape = fake_shape(layers=30)
     with pytest.raises(EffirError, match=r"would remove all 30 MLP sublayers.*at most 0.98"):
-        make_plan(shape, PlanConfig(mlp_drop=0.99), fake_report(shape))
-    assert len(make_plan(shape, PlanConfig(mlp_drop=0.98), fake_report(shape)).drop_mlp_layers) == 29
+        make_plan(shape, PlanSettings(mlp_drop=0.99), fake_report(shape))
+    assert len(make_plan(shape, PlanSettings(mlp_drop=0.98), fake_report(shape)).drop_mlp_layers) == 29
 
 
 def test_out_of_range_layer():
     with pytest.raises(EffirError, match="layer 12 is out of range; this model has 12 layers"):
-        make_plan(fake_shape(), PlanConfig(drop_mlp_layers=[1, 12]))
+        make_plan(fake_shape(), PlanSettings(drop_mlp_layers=[1, 12]))
 
 
 def test_already_removed_layer():
     with pytest.raises(EffirError, match="already removed"):
-        make_plan(fake_shape(dropped=(4,)), PlanConfig(drop_mlp_layers=[4]))
+        make_plan(fake_shape(dropped=(4,)), PlanSettings(drop_mlp_layers=[4]))
 
 
 def test_width_needs_neuron_scores():
     shape = fake_shape()
     report = fake_report(shape).model_copy(update={"neurons": None})
     with pytest.raises(EffirError, match="per-neuron scores"):
-        make_plan(shape, PlanConfig(mlp_width=0.5), report)
+        make_plan(shape, PlanSettings(mlp_width=0.5), report)
 
 
 def test_uniform_width_keeps_top_neurons():
     shape = fake_shape()
     report = fake_report(shape)
-    plan = make_plan(shape, PlanConfig(mlp_drop=0.25, mlp_width=0.5), report)
+    plan = make_plan(shape, PlanSettings(mlp_drop=0.25, mlp_width=0.5), report)
     for i, w in enumerate(plan.mlp_widths):
         if i in plan.drop_mlp_layers:
             assert w == 0 and str(i) not in plan.kept_neurons
@@ -122,14 +122,14 @@ def test_impossible_budgets():
     shape = fake_shape()
     report = fake_report(shape)
     with pytest.raises(EffirError, match="below the smallest model"):
-        make_plan(shape, PlanConfig(param_budget=1000), report)
+        make_plan(shape, PlanSettings(param_budget=1000), report)
     with pytest.raises(EffirError, match="above the model's size"):
-        make_plan(shape, PlanConfig(param_budget=10**12), report)
+        make_plan(shape, PlanSettings(param_budget=10**12), report)
 
 
 def test_plan_json_round_trip():
     shape = fake_shape()
-    plan = make_plan(shape, PlanConfig(mlp_drop=0.25, param_budget=300_000), fake_report(shape))
+    plan = make_plan(shape, PlanSettings(mlp_drop=0.25, param_budget=300_000), fake_report(shape))
     again = SurgeryPlan.model_validate(json.loads(plan.model_dump_json()))
     assert again == plan
 
@@ -156,7 +156,7 @@ def _budget_setup(case):
         predropped = set()
     shape = fake_shape(layers=layers, width=width, dropped=tuple(predropped))
     report = fake_report(shape, case["seed"])
-    depth = make_plan(shape, PlanConfig(mlp_drop=case["drop"]), report)
+    depth = make_plan(shape, PlanSettings(mlp_drop=case["drop"]), report)
     low = param_count(shape, [min(multiple, w) for w in depth.mlp_widths]).total
     high = param_count(shape, depth.mlp_widths).total
     return shape, report, depth, low, high
@@ -171,7 +171,7 @@ def test_budget_properties(case, fraction):
     shape, report, depth, low, high = _budget_setup(case)
     multiple = case["multiple"]
     budget = int(low + fraction * (high - low))
-    config = PlanConfig(mlp_drop=case["drop"], param_budget=budget, width_multiple=multiple)
+    config = PlanSettings(mlp_drop=case["drop"], param_budget=budget, width_multiple=multiple)
     plan = make_plan(shape, config, report)
     got = param_count(shape, plan.mlp_widths).total
     assert abs(got - budget) < multiple * shape.mlp_params_per_neuron
@@ -197,7 +197,7 @@ def test_impossible_budgets_are_refused_at_the_boundary(case):
 
     def plan(budget):
         return make_plan(
-            shape, PlanConfig(mlp_drop=case["drop"], param_budget=budget, width_multiple=multiple), report
+            shape, PlanSettings(mlp_drop=case["drop"], param_budget=budget, width_multiple=multiple), report
         )
 
     with pytest.raises(EffirError, match=f"below the smallest model this plan can make \\({low:,}"):
@@ -213,7 +213,7 @@ def test_budget_with_widths_off_the_grid():
     shape = fake_shape(layers=11, width=100)
     report = fake_report(shape, 3)
     budget = 455_907
-    plan = make_plan(shape, PlanConfig(param_budget=budget, width_multiple=8), report)
+    plan = make_plan(shape, PlanSettings(param_budget=budget, width_multiple=8), report)
     assert abs(param_count(shape, plan.mlp_widths).total - budget) < 8 * shape.mlp_params_per_neuron
     assert set(plan.mlp_widths) <= {8 * k for k in range(1, 13)} | {100}
 
@@ -224,14 +224,14 @@ def test_impossible_budget_is_refused_from_the_shape_alone():
 
     shape = fake_shape()
     with pytest.raises(EffirError, match="below the smallest model"):
-        validate_plan_config(shape, PlanConfig(mlp_drop=0.25, param_budget=1000))
+        validate_plan_config(shape, PlanSettings(mlp_drop=0.25, param_budget=1000))
     with pytest.raises(EffirError, match="above the model's size"):
-        validate_plan_config(shape, PlanConfig(drop_mlp_layers=[1, 2], param_budget=10**12))
-    validate_plan_config(shape, PlanConfig(mlp_drop=0.25, param_budget=300_000))
+        validate_plan_config(shape, PlanSettings(drop_mlp_layers=[1, 2], param_budget=10**12))
+    validate_plan_config(shape, PlanSettings(mlp_drop=0.25, param_budget=300_000))
 
 
 def test_inconsistent_plans_are_rejected():
-    plan = make_plan(fake_shape(), PlanConfig())
+    plan = make_plan(fake_shape(), PlanSettings())
     with pytest.raises(ValueError, match="keeps 2 distinct neurons but its width is 3"):
         SurgeryPlan.model_validate(
             {**plan.model_dump(), "mlp_widths": [3] + [256] * 11, "kept_neurons": {"0": [0, 1]}}

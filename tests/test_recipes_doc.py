@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from effir_surgery.cli import main
-from effir_surgery.config import EvalStage, FinetuneSettings, PipelineConfig, PruneStage
+from effir_surgery.config import EvalSettings, FinetuneSettings, PruneSettings, RunConfig
 from effir_surgery.recipe import load_recipe
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,10 +28,10 @@ def section(text: str, heading: str) -> str:
 @pytest.mark.parametrize(
     "model, heading",
     [
-        (PipelineConfig, "## Top-level keys"),
-        (PruneStage, "### `prune`"),
+        (RunConfig, "## Top-level keys"),
+        (PruneSettings, "### `prune`"),
         (FinetuneSettings, "### `finetune`"),
-        (EvalStage, "### `evaluate`"),
+        (EvalSettings, "### `evaluate`"),
     ],
     ids=["top-level", "prune", "finetune", "evaluate"],
 )
@@ -63,7 +63,7 @@ def run_help() -> str:
 def test_run_help_describes_the_recipe_format():
     text = run_help()
     flat = " ".join(text.split())
-    for key in PipelineConfig.model_fields:
+    for key in RunConfig.model_fields:
         assert re.search(rf"^\s+{key}\s{{2,}}\S", text, re.M), f"run --help: no line for the top-level key {key}"
     for phrase in (
         "effir-surgery prune --help",

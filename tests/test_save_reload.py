@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from effir_surgery.arch import shape_from_config
 from effir_surgery.check import check_folder_files
-from effir_surgery.config import PlanConfig
+from effir_surgery.config import PlanSettings
 from effir_surgery.fresh import reload_outputs
 from effir_surgery.plan import make_plan
 from effir_surgery.save import save_model
@@ -20,7 +20,7 @@ from effir_surgery.surgery import apply_plan
 
 
 def _prune_and_save(model, tokenizer, out, verify=False, **plan_kwargs):
-    plan = make_plan(shape_from_config(model.config), PlanConfig(**plan_kwargs), model_name="tiny")
+    plan = make_plan(shape_from_config(model.config), PlanSettings(**plan_kwargs), model_name="tiny")
     if "mlp_width" not in plan_kwargs:
         # narrow layer 3 to a scattered subset so widths differ per layer
         plan = plan.model_copy(
@@ -66,7 +66,7 @@ def test_save_reload_identical(tiny_model, tokenizer, input_batch, tmp_path):
 def test_uniform_result_is_a_stock_checkpoint(tiny_model, tokenizer, tmp_path):
     out = tmp_path / "uniform"
     shape = shape_from_config(tiny_model.config)
-    plan = make_plan(shape, PlanConfig(), model_name="tiny").model_copy(
+    plan = make_plan(shape, PlanSettings(), model_name="tiny").model_copy(
         update={"mlp_widths": [32] * 4, "kept_neurons": {str(i): list(range(32)) for i in range(4)}}
     )
     apply_plan(tiny_model, plan)
@@ -147,7 +147,7 @@ def test_surgery_plan_records_source_revision_and_tool_version(tokenizer, tmp_pa
     from effir_surgery import __version__
 
     tiny_model = build_tiny("llama")
-    plan = make_plan(shape_from_config(tiny_model.config), PlanConfig(drop_mlp_layers=[1]), model_name="org/tiny")
+    plan = make_plan(shape_from_config(tiny_model.config), PlanSettings(drop_mlp_layers=[1]), model_name="org/tiny")
     plan = plan.model_copy(update={"revision": "0123abc"})
     apply_plan(tiny_model, plan)
     save_model(tiny_model, tokenizer, tmp_path / "pruned", plan=plan, verify=False)

@@ -144,9 +144,9 @@ def test_hidden_states_deterministic_across_clean_reloads(pruned, shared_data, t
     assert torch.equal(results[0], results[1])
 
     # effir-surgery's own encoder gives the same last-token states (before normalisation)
-    from effir_surgery.config import EncoderConfig
+    from effir_surgery.config import EncoderSettings
     from effir_surgery.encode import Encoder
 
-    encoder = Encoder.from_pretrained(str(out), EncoderConfig(query_prompt="", max_length=256))
+    encoder = Encoder.from_pretrained(str(out), EncoderSettings(query_prompt="", max_length=256))
     embeddings = encoder.encode(texts, kind="document", batch_size=4)
     torch.testing.assert_close(embeddings, torch.nn.functional.normalize(results[0], dim=-1), atol=1e-4, rtol=0)

@@ -15,7 +15,7 @@ from effir_surgery.analyze import analyze_importance, analyze_importance_layerwi
 from effir_surgery.arch import shape_from_config
 from effir_surgery.calib import load_calibration
 from effir_surgery.cli import main
-from effir_surgery.config import PlanConfig, PruneConfig
+from effir_surgery.config import PlanSettings, PruneConfig
 from effir_surgery.errors import EffirError
 from effir_surgery.layerwise import load_layerwise
 from effir_surgery.load import load_model, resolve_source
@@ -39,7 +39,7 @@ def _source(family, folder, seed=0):
 
 def _plan(shape):
     """Drop MLP 1 and attention 2, narrow layers 0 and 3 to scattered neurons (every kind of cut in one plan)."""
-    plan = make_plan(shape, PlanConfig(drop_mlp_layers=[1], drop_attention_layers=[2]), model_name="tiny")
+    plan = make_plan(shape, PlanSettings(drop_mlp_layers=[1], drop_attention_layers=[2]), model_name="tiny")
     return plan.model_copy(
         update={
             "mlp_widths": [40, 0, 64, 24],
@@ -207,7 +207,7 @@ def test_missing_tensor_is_refused_before_writing(tmp_path):
     save_file(tensors, shard, metadata={"format": "pt"})
     del index["weight_map"][victim]
     (src / "model.safetensors.index.json").write_text(json.dumps(index))
-    plan = make_plan(shape_from_config(resolve_config(src)), PlanConfig(drop_mlp_layers=[1]), model_name="tiny")
+    plan = make_plan(shape_from_config(resolve_config(src)), PlanSettings(drop_mlp_layers=[1]), model_name="tiny")
     with pytest.raises(EffirError, match="do not match its config.json: 'model.layers.2.self_attn.k_proj.weight'"):
         apply_plan_streaming(src, plan, tmp_path / "out", provenance={})
     assert not (tmp_path / "out").exists()

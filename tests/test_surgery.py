@@ -4,14 +4,14 @@ import pytest
 import torch
 
 from effir_surgery.arch import shape_from_config
-from effir_surgery.config import PlanConfig
+from effir_surgery.config import PlanSettings
 from effir_surgery.errors import EffirError
 from effir_surgery.plan import make_plan
 from effir_surgery.surgery import apply_plan
 
 
 def _plan(model, **kwargs):
-    return make_plan(shape_from_config(model.config), PlanConfig(**kwargs), model_name="tiny")
+    return make_plan(shape_from_config(model.config), PlanSettings(**kwargs), model_name="tiny")
 
 
 def test_heterogeneous_plan_gives_effir_class_and_config(tiny_model):
@@ -29,7 +29,7 @@ def test_heterogeneous_plan_gives_effir_class_and_config(tiny_model):
 
 def test_uniform_slice_gives_a_stock_config(tiny_model, input_batch):
     shape = shape_from_config(tiny_model.config)
-    plan = make_plan(shape, PlanConfig(), model_name="tiny").model_copy(
+    plan = make_plan(shape, PlanSettings(), model_name="tiny").model_copy(
         update={"mlp_widths": [32] * 4, "kept_neurons": {str(i): list(range(0, 64, 2)) for i in range(4)}}
     )
     apply_plan(tiny_model, plan)

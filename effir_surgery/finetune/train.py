@@ -26,7 +26,7 @@ from pydantic import BaseModel
 
 from .._logging import info
 from ..arch import ModelShape, resolve_spec, shape_from_config
-from ..config import EncoderConfig, FinetuneConfig
+from ..config import EncoderSettings, FinetuneConfig
 from ..costs import CostComparison
 from ..devices import require_device, torch_dtype
 from ..errors import EffirError
@@ -311,7 +311,7 @@ def _saved_encoder(config: FinetuneConfig, folder: str):
     inference max length (default 512), not the shorter length used to make training affordable."""
     from ..encode import read_encoder_config
 
-    inference_length = (read_encoder_config(folder) or EncoderConfig()).max_length
+    inference_length = (read_encoder_config(folder) or EncoderSettings()).max_length
     return config.encoder().model_copy(update={"max_length": inference_length})
 
 
