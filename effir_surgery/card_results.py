@@ -49,17 +49,26 @@ def _mteb_task(name: str) -> dict | None:
     }
 
 
+def is_full_mteb_task(task: dict) -> bool:
+    """Whether a ``results.json`` task entry was measured on the MTEB task's own data, in full: the Hub dataset, or a
+    local copy whose queries, documents, qrels and query characters equal mteb's statistics for the split (recorded
+    by ``evaluate`` as ``full_mteb_task``). Entries written before that field count only for the Hub dataset."""
+    if "full_mteb_task" in task:
+        return bool(task["full_mteb_task"]) and not task.get("subsample")
+    return str(task.get("dataset", "")).startswith("mteb:") and not task.get("subsample")
+
+
 def model_index(entry: dict | None, name: str) -> list[dict] | None:
     """``model-index`` metadata for the MTEB leaderboard, in the layout ``mteb create_meta`` writes.
 
-    Only full runs (no subsample) of registered MTEB tasks on one of the task's evaluation splits qualify: a
-    leaderboard reads these numbers as comparable with every other model's. Scores are percentages. The dataset
-    revision is the registry's for results computed on the Hub dataset; a local copy's revision is unknown and
-    left out.
+    Only runs on the MTEB task's own data in full (``is_full_mteb_task``) on one of the task's evaluation splits
+    qualify: the Hub shows these numbers as the benchmark's, comparable with every other model's. Slices, subsamples
+    and other local data stay in the card's body with their size. Scores are percentages. The dataset revision is
+    the registry's for results computed on the Hub dataset; a local copy's revision is unknown and left out.
     """
     results = []
     for task in (entry or {}).get("tasks", []):
-        meta = None if task.get("subsample") else _mteb_task(task["task"])
+        meta = _mteb_task(task["task"]) if is_full_mteb_task(task) else None
         if meta is None or task["split"] not in meta["eval_splits"] or meta["subsets"] != ["default"]:
             continue
         dataset = {
@@ -85,7 +94,15 @@ def _data_note(task: dict) -> str:
     # A local path says nothing to a reader and may reveal the author's file system; the folder name is enough.
     origin = "MTEB dataset" if dataset.startswith("mteb:") else f"local copy ({Path(dataset[6:]).name})"
     sub = task.get("subsample")
-    return f"**subsample**: {sub.get('note') or sub}" if sub else f"full split, {origin}"
+    if sub:
+        return f"**subsample**: {sub.get('note') or sub}"
+    note = f"full split, {origin}"
+    size = task.get("size")
+    if size and not dataset.startswith("mteb:"):
+        note += f", {size['queries']:,} queries, {size['documents']:,} documents; "
+        own = is_full_mteb_task(task)
+        note += "the MTEB task's own data" if own else "not the MTEB task's data, so not in model-index"
+    return note
 
 
 def evaluation_section(results: dict | None, entry: dict | None) -> list[str]:

@@ -210,3 +210,40 @@ def local_task(source: TaskSource, split: str, data: BeirSplit, content_key: str
 
     LocalBeirRetrieval.metadata = metadata
     return LocalBeirRetrieval()
+
+
+def task_size(data: BeirSplit) -> dict[str, int]:
+    """The counts that identify a BEIR split's content: queries, documents, qrels (query-document pairs) and the
+    queries' characters. Compared with ``mteb_task_size`` to decide whether a local copy is the MTEB task itself."""
+    return {
+        "queries": len(data.queries),
+        "documents": len(data.corpus),
+        "qrels": sum(len(docs) for docs in data.qrels.values()),
+        "query_chars": sum(len(text) for text in data.queries.values()),
+    }
+
+
+def mteb_task_size(name: str, split: str) -> dict[str, int] | None:
+    """``task_size`` of the MTEB task ``name`` on ``split``, from the descriptive statistics mteb ships (offline).
+    ``None`` when mteb does not know the task or has no statistics for the split."""
+    try:
+        import mteb
+
+        stats = (mteb.get_task(name).metadata.descriptive_stats or {}).get(split)
+        return {
+            "queries": stats["num_queries"],
+            "documents": stats["num_documents"],
+            "qrels": stats["relevant_docs_statistics"]["num_relevant_docs"],
+            "query_chars": stats["queries_text_statistics"]["total_text_length"],
+        }
+    except (ImportError, KeyError, ValueError, TypeError):
+        return None
+
+
+def local_task_record(name: str, split: str, data: BeirSplit, sub: dict | None) -> dict:
+    """What ``results.json`` records about a local task's data: its ``size`` and whether it is the MTEB task
+    ``name`` itself, in full (``full_mteb_task``: not subsampled, and every count equal to mteb's). Only such a
+    result may be published as the MTEB task's score."""
+    size = task_size(data)
+    official = mteb_task_size(name, split)
+    return {"size": size, "full_mteb_task": sub is None and official is not None and size == official}

@@ -25,7 +25,7 @@ from .beir import BeirSplit, load_beir
 from .config import EvalConfig
 from .errors import EffirError
 from .eval_results import EvalResults, add_ratios, plot_tradeoff, results_table
-from .eval_tasks import local_task, resolve_tasks, subsample
+from .eval_tasks import local_task, local_task_record, mteb_task_size, resolve_tasks, subsample
 from .eval_timer import CorpusTimer
 from .folder import PROVENANCE_FILE, RESULTS_FILE
 from .retrievers import (
@@ -197,6 +197,11 @@ def _evaluate(config: EvalConfig) -> EvalResults:
                 import mteb
 
                 task, sub, dataset, key = mteb.get_task(source.name), None, f"mteb:{source.name}", "hub"
+            # what the card may publish as this MTEB task: only the task's own queries, corpus and qrels, in full
+            if source.folder is not None:
+                record = local_task_record(source.name, config.split, data, sub)
+            else:
+                record = {"size": mteb_task_size(source.name, config.split), "full_mteb_task": True}
             unknown = len(local[source.name][0].unknown_qrels) if source.folder is not None else None
             sizes = f": {len(data.queries):,} queries, {len(data.corpus):,} documents" if source.folder else ""
             info(f"Evaluating {spec.name} on {source.name}{sizes} ...")
@@ -217,6 +222,7 @@ def _evaluate(config: EvalConfig) -> EvalResults:
                     "dataset": dataset,
                     "split": config.split,
                     "subsample": sub,
+                    **record,
                     "scores": scores,
                     "mteb_version": mteb.__version__,
                     "seconds": round(time.perf_counter() - started, 1),
