@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import os
@@ -12,12 +13,68 @@ from rich.console import Console
 
 # Status goes to stderr so that stdout carries only results (tables, JSON) a caller may want to pipe.
 console = Console(stderr=True, highlight=False, soft_wrap=True)  # no wrapping at 80 columns in pipes and logs
+
+
+class _ConsoleHandler(logging.Handler):
+    """Prints the package's log records as status lines on the shared console (stderr). A record may carry
+    ``markup=False`` (``info_line``: printed as is, never wrapped)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        console.print(record.getMessage(), markup=getattr(record, "markup", True), soft_wrap=True)
+
+
+# Status lines are records of this logger, so the usual logging controls apply: the CLI's --quiet sets it to
+# WARNING and --verbose to DEBUG; a program embedding the package can raise its level or replace the handler.
 logger = logging.getLogger("effir_surgery")
+logger.addHandler(_ConsoleHandler())
+logger.setLevel(logging.INFO)
+logger.propagate = False
+
+# Progress switches of the libraries whose bars a command shows (huggingface_hub downloads, datasets, and every
+# tqdm bar: transformers' weight loading, sentence-transformers, mteb). They are read when the libraries are
+# imported, which the commands do after their argument checks, and by every child process.
+_LIBRARY_NO_PROGRESS = {
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+    "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+    "TQDM_DISABLE": "1",
+}
+_LIBRARY_LOGGERS = ("transformers", "sentence_transformers", "mteb", "huggingface_hub", "peft", "accelerate")
 
 
 def progress_enabled() -> bool:
-    """Progress bars are on for interactive runs and can be forced off with EFFIR_SURGERY_NO_PROGRESS=1."""
+    """Progress bars are on for interactive runs and can be forced off with EFFIR_SURGERY_NO_PROGRESS=1, which
+    silences the libraries' bars too (in a command: see ``verbosity``)."""
     return os.environ.get("EFFIR_SURGERY_NO_PROGRESS", "") not in ("1", "true") and sys.stderr.isatty()
+
+
+@contextlib.contextmanager
+def verbosity(quiet: bool = False, verbose: bool = False):
+    """What a command prints while it runs. Default: status lines; progress bars (ours and the libraries') only on
+    a terminal and unless EFFIR_SURGERY_NO_PROGRESS=1. ``quiet``: warnings and errors only, no bars; the results a
+    command prints on stdout are unaffected. ``verbose``: also debug lines and the libraries' info logs. Everything
+    changed is restored on exit."""
+    previous_level = logger.level
+    saved_env = {name: os.environ.get(name) for name in (*_LIBRARY_NO_PROGRESS, "EFFIR_SURGERY_NO_PROGRESS")}
+    library_levels = {name: logging.getLogger(name).level for name in _LIBRARY_LOGGERS}
+    logger.setLevel(logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO)
+    if quiet:
+        os.environ["EFFIR_SURGERY_NO_PROGRESS"] = "1"
+    if not progress_enabled():
+        os.environ.update(_LIBRARY_NO_PROGRESS)
+    if verbose:
+        for name in _LIBRARY_LOGGERS:
+            logging.getLogger(name).setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.setLevel(previous_level)
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        for name, level in library_levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 def progress(iterable, *, total: int | None = None, desc: str = ""):
@@ -28,12 +85,18 @@ def progress(iterable, *, total: int | None = None, desc: str = ""):
 
 
 def info(message: str) -> None:
-    console.print(message)
+    """A status line (rich markup allowed) on stderr; silenced by --quiet."""
+    logger.info(message)
+
+
+def warning(message: str) -> None:
+    """A warning line (rich markup allowed) on stderr, prefixed ``warning:``; shown even with --quiet."""
+    logger.warning(f"[yellow]warning[/]: {message}")
 
 
 def info_line(message: str) -> None:
     """Like ``info``, but never wrapped (a log line stays one line for grep and tail) and without rich markup."""
-    console.print(message, soft_wrap=True, markup=False)
+    logger.info(message, extra={"markup": False})
 
 
 # Estimates and ETAs of long jobs. The speeds always come from a measurement on the running device (callers time

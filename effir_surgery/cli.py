@@ -12,14 +12,14 @@ from . import __version__
 from .cli_evaluate import evaluate
 from .cli_finetune import finetune
 from .cli_hub import push, verify
-from .cli_options import TRUST_HELP, config_defaults, handle_errors
+from .cli_options import TRUST_HELP, Stopped, config_defaults, handle_errors
 from .cli_prune import analyze, prune
 from .config import RunConfig
 from .errors import EffirError
 
 
 def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise Stopped(signum)
 
 
 def _stop_on_sigterm_like_ctrl_c() -> None:

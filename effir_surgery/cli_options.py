@@ -5,10 +5,12 @@ calibration flags, and the one-line exit for bad input (``EffirError`` -> messag
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 
 import click
 
+from ._logging import verbosity
 from .config import CalibSettings, LoadSettings
 from .errors import EffirError
 
@@ -83,18 +85,41 @@ def calib_options(f):
     return f
 
 
+class Stopped(KeyboardInterrupt):
+    """A stop signal (SIGTERM) turned into the exception Ctrl-C raises, so that every ``finally`` runs the same
+    cleanup; ``signum`` says which signal, for the exit code."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
 def handle_errors(f):
-    """Print ``EffirError`` as one line and exit with code 2."""
+    """Print ``EffirError`` as one line and exit with code 2. A command stopped by Ctrl-C or SIGTERM exits, once its
+    cleanup has run, with the shell's code for that signal (128 + signal number: 130, 143) and one line."""
 
     @functools.wraps(f)
-    def wrapper(*args, **kwargs):
+    def wrapper(*args, quiet: bool = False, verbose: bool = False, **kwargs):
         try:
-            return f(*args, **kwargs)
+            if quiet and verbose:
+                raise EffirError("--quiet and --verbose contradict each other; give one.")
+            with verbosity(quiet, verbose):
+                return f(*args, **kwargs)
         except EffirError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            click.echo(f"Stopped by {signal.Signals(signum).name}.", err=True)
+            sys.exit(128 + signum)
 
-    return wrapper
+    # every command takes these; they set the level of the effir_surgery logger (see _logging.verbosity)
+    wrapper = click.option("--verbose", "-v", is_flag=True, help="Also debug lines and the libraries' info logs.")(
+        wrapper
+    )
+    return click.option(
+        "--quiet", "-q", is_flag=True, help="Only warnings, errors and the results (stdout); no progress bars."
+    )(wrapper)
 
 
 # --push-to-hub on the commands that save a folder (prune, finetune)

@@ -15,7 +15,7 @@ import random
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._logging import info
+from ._logging import warning
 from .beir import BeirSplit
 from .config import EvalConfig
 from .errors import EffirError
@@ -104,8 +104,8 @@ def resolve_tasks(config: EvalConfig) -> list[TaskSource]:
                 raise EffirError(f"--data-dir '{folder}' does not exist.")
             if name.lower() not in known:
                 how = "--task" if config.task else "the folder name"
-                info(
-                    f"[yellow]warning[/]: '{name}' (from {how}) is not a known MTEB retrieval task, so "
+                warning(
+                    f"'{name}' (from {how}) is not a known MTEB retrieval task, so "
                     f"{folder} is scored with generic metadata: main score nDCG@10, ignore_identical_ids off (a "
                     "query may retrieve a document with its own id). If it is an MTEB dataset, name it, e.g. "
                     f"--task ArguAna --data-dir {folder}."

@@ -20,7 +20,7 @@ import random
 import time
 from pathlib import Path
 
-from ._logging import info
+from ._logging import info, warning
 from .beir import BeirSplit, load_beir
 from .config import EvalConfig
 from .errors import EffirError
@@ -149,8 +149,8 @@ def _evaluate(config: EvalConfig) -> EvalResults:
         info(f"CUDA with {dtype} support: dense models are evaluated in {dtype} (--dtype float32 keeps fp32).")
         config = config.model_copy(update={"dtype": dtype})
     if config.measure and not config.data_dir and any(spec.kind != "bm25" for spec in specs):
-        info(
-            "[yellow]warning[/]: no efficiency report (parameters, FLOPs, throughput, memory): it times documents "
+        warning(
+            "no efficiency report (parameters, FLOPs, throughput, memory): it times documents "
             "of a local BEIR folder, and only Hub tasks were given. Pair the task with its folder "
             "(--task NAME --data-dir FOLDER), or pass --no-measure to silence this."
         )
@@ -159,8 +159,8 @@ def _evaluate(config: EvalConfig) -> EvalResults:
         if source.folder is not None:
             data = load_beir(source.folder, config.split)
             if data.unknown_qrels:
-                info(
-                    f"[yellow]warning[/]: {len(data.unknown_qrels)} qrels of {source.folder} name ids missing from "
+                warning(
+                    f"{len(data.unknown_qrels)} qrels of {source.folder} name ids missing from "
                     "the files; kept, as BEIR does (they count as unretrievable)."
                 )
             data, sub = subsample(data, config.max_queries, config.max_docs, config.seed)

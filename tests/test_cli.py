@@ -2,6 +2,7 @@
 exit code 2, a message that says what to change, and nothing left on disk."""
 
 import json
+import os
 
 import click
 import pytest
@@ -24,6 +25,7 @@ def run(*args):
 
 
 COMMAND_CONFIGS = {"prune": PruneConfig, "analyze": AnalyzeConfig, "push": PushConfig, "verify": VerifyConfig}
+CONSOLE_FLAGS = {"quiet", "verbose"}  # every command's; they change what is printed, not what is done
 
 
 @pytest.mark.parametrize("name", sorted(COMMAND_CONFIGS))
@@ -33,7 +35,8 @@ def test_every_flag_is_documented_and_is_a_config_field(name):
     for param in command.params:
         if isinstance(param, click.Option) and param.name != "help":
             assert param.help, f"{name} --{param.name} has no help"
-            assert param.name in fields, f"{name} --{param.name} is not a field of {COMMAND_CONFIGS[name].__name__}"
+            config = COMMAND_CONFIGS[name].__name__
+            assert param.name in fields | CONSOLE_FLAGS, f"{name} --{param.name} is not a field of {config}"
     assert run(name, "--help").exit_code == 0
 
 
@@ -330,6 +333,7 @@ def test_sigterm_during_save_leaves_nothing_behind(source, tmp_path):
             proc.communicate()
     assert proc.returncode not in (0, None), stdout
     assert proc.returncode != -signal.SIGTERM, "SIGTERM killed prune without running its cleanup"
+    assert proc.returncode == 143 and stderr.splitlines()[-1] == "Stopped by SIGTERM."
     assert not out.exists()
     assert list(tmp_path.iterdir()) == [], "a temporary folder was left behind"
 
@@ -396,3 +400,32 @@ def test_gguf_cache_is_keyed_by_the_converting_versions(tmp_path, monkeypatch):
     monkeypatch.setattr(importlib.metadata, "version", lambda pkg: "0.0.1" if pkg == "transformers" else real(pkg))
     after = _gguf_cache_folder(source)
     assert after != before and after.parent == before.parent == tmp_path / "cache" / "gguf"
+
+
+def _prune_in_a_process(source, out, *flags, columns="40"):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "effir_surgery.cli", "prune", str(source), "--drop-mlp-layers", "1", "-o", out]
+    env = {**os.environ, "COLUMNS": columns}
+    return subprocess.run([*command, *flags], capture_output=True, text=True, timeout=600, env=env)
+
+
+@pytest.mark.subprocess
+def test_quiet_prints_only_the_results(source, tmp_path):
+    done = _prune_in_a_process(source, tmp_path / "out", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # no status lines and no progress bars, ours or the libraries'
+    lines = done.stdout.splitlines()
+    assert lines[0].startswith("model: ") and lines[-1].startswith("time: ")
+    assert any(line.startswith("clean-process reload: OK") for line in lines)
+
+
+@pytest.mark.subprocess
+def test_status_lines_are_not_wrapped_in_a_pipe(source, tmp_path):
+    done = _prune_in_a_process(source, tmp_path / "out")
+    assert done.returncode == 0, done.stderr
+    status = "Checking the saved folder in a clean process (plain transformers, no effir_surgery) ..."
+    assert status in done.stderr.splitlines()  # one line although COLUMNS=40
+    assert "Loading weights" not in done.stderr  # transformers' bar is off where ours are (not a terminal)
+    assert "--quiet" in _prune_in_a_process(source, tmp_path / "x", "--quiet", "--verbose").stderr

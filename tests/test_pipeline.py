@@ -112,6 +112,7 @@ def test_interrupted_run_resumes(setup):
     assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     proc.wait(timeout=60)
+    assert proc.returncode == 130  # the shell's code for Ctrl-C, after the cleanup ran
     assert not (root / "interrupted" / "finetuned").exists()
     rerun = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-2000:]

@@ -74,3 +74,21 @@ def _interactive() -> bool:
     from .._logging import progress_enabled
 
     return progress_enabled()
+
+
+def keep_stdout_for_results(trainer) -> None:
+    """Stop the trainer printing its log dicts (``{'loss': ...}``, the closing ``train_runtime`` summary) on stdout,
+    which carries only results: without a bar it prints them (``PrinterCallback``), with one the bar writes them
+    (``ProgressCallback``). The step timer already prints the loss in logs; the bar shows it as a postfix."""
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is None:
+        return
+
+    class LossBar(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and "loss" in (logs or {}):
+                self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}", refresh=False)
+
+    trainer.add_callback(LossBar())

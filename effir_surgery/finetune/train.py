@@ -49,7 +49,7 @@ from .checkpoints import (
 )
 from .data import bm25_negatives, build_rows, check_given_negatives, read_train_data
 from .model import _add_trainables, _load_for_training
-from .progress import _interactive, _step_timer
+from .progress import _interactive, _step_timer, keep_stdout_for_results
 from .width import _gate_schedule, _width_target, learned_width_plan, load_gate_scores, save_gate_scores
 
 
@@ -265,6 +265,7 @@ def finetune(config: FinetuneConfig) -> FinetuneResult:
     if gates:
         trainer.add_callback(_gate_schedule(gates, target, config.gate_penalty, config.gate_score))
     trainer.add_callback(_step_timer(len(rows["query"]), config.batch_size, _interactive()))
+    keep_stdout_for_results(trainer)
     resume = _last_checkpoint(work / "checkpoints")
     resumed_from = int(resume.name.split("-")[-1]) if resume else 0
     if resume:
