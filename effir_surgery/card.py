@@ -94,6 +94,11 @@ def render_model_card(
     # the renderers read the record as the file holds it: only the fields that were set
     record = Provenance.read(folder)
     provenance = record.model_dump(mode="json", exclude_unset=True) if record else {}
+    # what config.json keeps when provenance.json is gone (a folder re-saved by sentence-transformers or
+    # transformers): the source, base model and licence (save._record_origin)
+    origin = config.get("effir_surgery") or {}
+    kept = {key: origin[key] for key in ("source_model", "base_model", "license", "source_format") if origin.get(key)}
+    provenance = kept | provenance
     plan = _read_json(folder / PLAN_FILE)
     width_plan = _read_json(folder / WIDTH_PLAN_FILE)
     training = _read_json(folder / TRAINING_FILE)
@@ -149,6 +154,11 @@ def _intro(provenance: dict, training: dict | None) -> list[str]:
         "following EffiR (coarse-to-fine MLP compression of LLM retrievers; "
         "[arXiv 2512.20612](https://arxiv.org/abs/2512.20612))."
     )
+    if provenance.get("source_format"):
+        text += (
+            f" Its weights were dequantized from a {provenance['source_format']} file, so its scores are those of the "
+            "quantized weights, not of the original checkpoint."
+        )
     costs = provenance.get("costs")
     if costs and costs["params_after"] < costs["params_before"]:
         fewer = 100 * (1 - costs["params_after"] / costs["params_before"])

@@ -58,6 +58,7 @@ class Provenance(BaseModel):
     base_model: str | None = None
     revision: str | None = None
     license: str | None = None
+    source_format: str | None = None  # "GGUF Q4_1": the source's weights were quantized (source_card.source_format)
     command: str | None = None
     source_shape: dict | None = None
     config: dict | None = None

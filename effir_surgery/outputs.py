@@ -132,13 +132,17 @@ def output_lock(out: str | Path):
 def remove_tree(path: Path) -> None:
     """Delete ``path`` (if present), finishing even when another Ctrl-C or SIGTERM arrives meanwhile: cleanup runs
     while the first interrupt is already on its way up, and a second one must not leave half a folder behind."""
+    interrupted = None
     while path.exists():
         try:
             shutil.rmtree(path, ignore_errors=True)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # finish first, then stop as asked (never swallow the interrupt)
+            interrupted = exc
             continue
         if path.exists():  # not removable (permissions): leave it rather than loop
-            return
+            break
+    if interrupted is not None:
+        raise interrupted
 
 
 def _host() -> str:

@@ -117,6 +117,21 @@ def _fix_auto_map(folder: Path, config) -> None:
     _write_json(config_path, data)
 
 
+def _record_origin(folder: Path, record: Provenance) -> None:
+    """Copy what a model card's metadata needs (source, base model, licence) into ``config.json``'s
+    ``effir_surgery`` field. transformers and sentence-transformers re-save ``config.json`` with every model but drop
+    ``provenance.json``, so a card rendered after such a re-save (``push``) still names the base model and licence."""
+    keys = ("source_model", "base_model", "license", "source_format")
+    origin = {key: getattr(record, key) for key in keys if getattr(record, key)}
+    if not origin:
+        return
+    path = folder / CONFIG_FILE
+    data = json.loads(path.read_text())
+    data["effir_surgery"] = {"tool": "effir-surgery", "tool_version": __version__, **(data.get("effir_surgery") or {})}
+    data["effir_surgery"].update(origin)
+    _write_json(path, data)
+
+
 def _sanitize_tokenizer_config(folder: Path) -> None:
     path = folder / TOKENIZER_CONFIG_FILE
     if path.is_file():
@@ -204,6 +219,7 @@ def write_support_files(
     record = record.model_copy()
     record.tool_version = __version__  # marks the field set, so the file always carries it
     (folder / PROVENANCE_FILE).write_text(record.to_json())
+    _record_origin(folder, record)
     for name, text in (extra_files or {}).items():
         (folder / name).write_text(text)
     write_model_card(folder, model_path=out)

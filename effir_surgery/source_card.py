@@ -109,3 +109,25 @@ def source_card_metadata(source) -> dict[str, str | None]:
     if base_model is None and folder is not None:
         base_model = _single(meta.get("base_model"))
     return {"base_model": base_model, "license": license_}
+
+
+def source_format(source) -> str | None:
+    """How the source's weights were stored, when that changes them: ``"GGUF Q4_1"`` for a GGUF file (its
+    ``general.file_type``; the toolkit dequantizes it, so scores are those of the quantized weights), what an
+    effir-surgery folder recorded, else ``None``."""
+    if source.kind == "gguf":
+        import gguf
+
+        try:
+            field = gguf.GGUFReader(Path(source.path) / source.gguf_file).fields["general.file_type"]
+            name = gguf.LlamaFileType(int(field.parts[field.data[0]][0])).name
+        except (KeyError, ValueError, OSError):
+            return "GGUF"
+        return f"GGUF {name.removeprefix('MOSTLY_')}"
+    if source.kind == "folder":
+        try:
+            recorded = _read_json(Path(source.path) / PROVENANCE_FILE)
+        except ValueError:
+            return None
+        return _single((recorded or {}).get("source_format")) if isinstance(recorded, dict) else None
+    return None
