@@ -170,3 +170,49 @@ def _efficiency(results: dict, entry: dict) -> list[str]:
             lines.append(f"| {label} | {model.get('kind', '?')} | {params} | {speed} | {cells} |")
         lines.append("")
     return lines
+
+
+EVAL_RESULTS_DIR = ".eval_results"  # the Hub's folder of evaluation results, one YAML file per benchmark task
+
+
+def eval_results_files(results: dict | None, entry: dict | None) -> dict[str, str]:
+    """``.eval_results/<Task>.yaml`` files for the Hub, as mteb 2.26 writes them (``TaskResult`` ->
+    ``HFEvalResults``): one result per split (``task_id`` ``<Task>_default_<split>``) and, when that split is the
+    task's only evaluation split, the task's overall score (``task_id`` ``<Task>``); percentages. Only results on
+    the MTEB task's own data in full (``is_full_mteb_task``) are written. Empty without mteb, which knows the
+    tasks' datasets. Maps the path inside the repo to the file's text."""
+    try:
+        # mteb's own model of the format (not re-exported at its top level); its to_yaml writes the file
+        from mteb._hf_integration.eval_result_model import (
+            HFEvalResult,
+            HFEvalResultDataset,
+            HFEvalResults,
+            HFEvalResultSource,
+        )
+    except ImportError:
+        return {}
+    files = {}
+    for task in (entry or {}).get("tasks", []):
+        meta = _mteb_task(task["task"]) if is_full_mteb_task(task) else None
+        if meta is None or task["split"] not in meta["eval_splits"] or meta["subsets"] != ["default"]:
+            continue
+        revision = meta["revision"] if str(task.get("dataset", "")).startswith("mteb:") else None
+        notes = f"Obtained using MTEB v{task.get('mteb_version', '?')}"
+        source = HFEvalResultSource(url="https://github.com/embeddings-benchmark/mteb/", name=notes)
+        value = round(100 * task["scores"]["main_score"], 5)
+        ids = [f"{meta['name']}_default_{task['split']}"] + (
+            [meta["name"]] if meta["eval_splits"] == [task["split"]] else []
+        )
+        date = (results or {}).get("created")
+        entries = [
+            HFEvalResult(
+                dataset=HFEvalResultDataset(id=meta["path"], task_id=task_id, revision=revision),
+                value=value,
+                source=source,
+                date=date,
+                notes=notes,
+            )
+            for task_id in ids
+        ]
+        files[f"{EVAL_RESULTS_DIR}/{meta['name']}.yaml"] = HFEvalResults.model_validate(entries).to_yaml()
+    return files

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import hashlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -23,10 +24,11 @@ from pydantic import BaseModel
 from . import __version__
 from ._logging import info
 from .card import file_sha256, render_model_card
+from .card_results import eval_results_files, select_results
 from .check import VerifyResult, preflight, problems_message, verify_folder
 from .config import PushConfig, VerifyConfig
 from .errors import EffirError
-from .folder import CARD_FILE, CONFIG_FILE, ST_MODULES_FILE, TOKENIZER_CONFIG_FILE, FolderFile
+from .folder import CARD_FILE, CONFIG_FILE, RESULTS_FILE, ST_MODULES_FILE, TOKENIZER_CONFIG_FILE, FolderFile
 from .load import missing_local_path
 from .outputs import scratch_folder
 from .validation import check_repo_id
@@ -88,12 +90,24 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def _write_card(folder: Path, card: str) -> None:
-    """Replace ``README.md`` atomically (a symlinked README, as in a Hub cache snapshot, is replaced, not written
-    through)."""
-    tmp = folder / f".README.md.tmp-{os.getpid()}"
-    tmp.write_text(card)
-    os.replace(tmp, folder / CARD_FILE)
+def _write_card(folder: Path, card: str, eval_files: dict[str, str]) -> None:
+    """Replace ``README.md`` and write the ``.eval_results`` files atomically, file by file (a symlinked README, as
+    in a Hub cache snapshot, is replaced, not written through)."""
+    for name, text in {CARD_FILE: card, **eval_files}.items():
+        path = folder / name
+        path.parent.mkdir(exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+
+def _eval_results(folder: Path) -> dict[str, str]:
+    """The ``.eval_results`` files of the folder's own scores in ``results.json`` (``card_results``)."""
+    try:
+        results = json.loads((folder / RESULTS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return eval_results_files(results, select_results(results, folder))
 
 
 def push(config: PushConfig) -> PushResult:
@@ -118,7 +132,11 @@ def push(config: PushConfig) -> PushResult:
         None if config.reload_check else "skipped on request (--no-reload-check)"
     )
     card = render_model_card(folder, config.repo_id, revision=config.revision)
-    files = [f for f in report.files if f.path != CARD_FILE] + [FolderFile(path=CARD_FILE, size=len(card.encode()))]
+    # the only dot folder published: .eval_results, where the Hub reads benchmark scores (mteb 2.26 writes it too)
+    eval_files = _eval_results(folder)
+    written = {CARD_FILE: card, **eval_files}
+    files = [f for f in report.files if f.path not in written]
+    files += [FolderFile(path=name, size=len(text.encode())) for name, text in written.items()]
     result = PushResult(
         folder=folder,
         repo_id=config.repo_id,
@@ -126,7 +144,7 @@ def push(config: PushConfig) -> PushResult:
         private=config.private,
         dry_run=config.dry_run,
         files=sorted(files, key=lambda f: f.path),
-        skipped=report.skipped,
+        skipped=[s for s in report.skipped if not (eval_files and s.startswith(".eval_results/"))],
         notes=report.notes,
         model_class=report.model_class,
         reload_class=(report.reload or {}).get("causal_class"),
@@ -149,7 +167,7 @@ def push(config: PushConfig) -> PushResult:
         raise EffirError(
             f"Could not create or open the Hub repo '{config.repo_id}': {_hub_error(exc)}. Nothing was uploaded."
         ) from None
-    _write_card(folder, card)
+    _write_card(folder, card, eval_files)
     try:
         commit = api.upload_folder(
             repo_id=config.repo_id,

@@ -106,3 +106,31 @@ def test_evaluate_records_that_a_slice_named_scifact_is_not_scifact(model_folder
     record = {key: task[key] for key in ("size", "full_mteb_task")}
     meta, _ = _card_for(model_folder, tmp_path, "SciFact", task["dataset"], None, record)
     assert "model-index" not in meta
+
+
+def test_push_publishes_eval_results_only_for_the_mteb_task_itself(scifact, model_folder, tmp_path):
+    """``.eval_results/<Task>.yaml`` in the layout mteb 2.26 writes, for the full task only; a slice gets none."""
+    import yaml
+
+    from effir_surgery.card_results import eval_results_files
+
+    full = local_task_record("SciFact", "test", scifact, None)
+    sliced, _ = subsample(scifact, 20, 201, seed=0)
+    entry = {"name": "tiny", "path": None, "kind": "dense"}
+    task = {
+        "task": "SciFact",
+        "dataset": "mteb:SciFact",
+        "split": "test",
+        "subsample": None,
+        "mteb_version": "2.26.24",
+    }
+    results = {"created": "2026-12-03T10:00:00"}
+    files = eval_results_files(results, {**entry, "tasks": [{**task, **full, "scores": SCORES}]})
+    assert list(files) == [".eval_results/SciFact.yaml"]
+    rows = yaml.safe_load(files[".eval_results/SciFact.yaml"])
+    assert [row["dataset"]["task_id"] for row in rows] == ["SciFact_default_test", "SciFact"]
+    assert {row["dataset"]["id"] for row in rows} == {"mteb/scifact"} and {row["value"] for row in rows} == {61.0}
+    assert rows[0]["date"] == "2026-12-03" and rows[0]["source"]["name"] == "Obtained using MTEB v2.26.24"
+    slice_record = local_task_record("SciFact", "test", sliced, None)
+    local = {**task, "dataset": "local:/data/slice", **slice_record, "scores": SCORES}
+    assert eval_results_files(results, {**entry, "tasks": [local]}) == {}

@@ -1054,3 +1054,16 @@ def test_example_card_in_docs_has_the_sections_of_a_full_card(folder):
     expected = _section_headings(render_model_card(folder, REPO_ID))
     assert expected >= {"What was removed", "Evaluation", "Usage", "How it was made", "Remote code", "Citation"}
     assert _section_headings(EXAMPLE_CARD.read_text()) == expected
+
+
+@pytest.mark.subprocess
+def test_push_uploads_the_eval_results_folder_and_no_other_dot_folder(folder, recorder):
+    (folder / "results.json").write_text(json.dumps(_results(folder)))
+    _add_clutter(folder)
+    (folder / ".eval_results").mkdir()
+    (folder / ".eval_results" / "Stale.yaml").write_text("- value: 1\n")  # not ours: never uploaded
+    result = run("push", folder, "--repo-id", REPO_ID)
+    assert result.exit_code == 0, result.output
+    (_, _, uploaded) = recorder.calls[-1]
+    assert set(uploaded) == SAVED_FILES | {"results.json", ".eval_results/SciFact.yaml"}
+    assert (folder / ".eval_results" / "SciFact.yaml").read_text().startswith("- dataset:\n    id: mteb/scifact")
