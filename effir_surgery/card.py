@@ -17,11 +17,9 @@ import json
 import shlex
 from pathlib import Path
 
-import yaml
-
 from . import __version__
 from .card_history import history_section
-from .card_results import evaluation_section, model_index, select_results
+from .card_results import evaluation_section, model_eval_results, select_results
 from .folder import (
     CARD_FILE,
     CONFIG_FILE,
@@ -35,6 +33,17 @@ from .folder import (
     Provenance,
     is_effir_data,
 )
+
+# what the model is, for the Hub's search and widgets
+TAGS = [
+    "effir",
+    "effir-surgery",
+    "mteb",
+    "sentence-transformers",
+    "sentence-similarity",
+    "feature-extraction",
+    "pruned",
+]
 
 CITATION = """@inproceedings{lei2026effir,
   title     = {Making Large Language Models Efficient Dense Retrievers},
@@ -112,20 +121,19 @@ def render_model_card(
     remote_code = is_effir_data(config)
     base_model = provenance.get("base_model")
 
-    metadata = {
-        "library_name": "sentence-transformers",
-        "pipeline_tag": "sentence-similarity",
-        "tags": ["effir", "effir-surgery", "mteb", "sentence-transformers", "feature-extraction", "pruned"],
-    }
-    if base_model:
-        metadata["base_model"] = base_model
-    if provenance.get("license"):
-        metadata["license"] = provenance["license"]
-    index = model_index(entry, repo_id or name)
-    if index:
-        metadata["model-index"] = index
+    from huggingface_hub import ModelCardData  # here: importing it costs the commands' argument checks a second
 
-    lines = ["---", yaml.safe_dump(metadata, sort_keys=False, allow_unicode=True).strip(), "---", "", f"# {name}", ""]
+    scores = model_eval_results(entry)
+    metadata = ModelCardData(
+        library_name="sentence-transformers",
+        pipeline_tag="sentence-similarity",
+        tags=TAGS,
+        base_model=base_model,
+        license=provenance.get("license"),
+        model_name=(repo_id or name) if scores else None,
+        eval_results=scores or None,
+    )
+    lines = ["---", metadata.to_yaml(), "---", "", f"# {name}", ""]
     lines += _intro(provenance, training)
     lines += _structure(config, provenance, plan, width_plan)
     lines += evaluation_section(results, entry)
@@ -277,10 +285,49 @@ def _usage(model_id: str, st: dict, config: dict, remote_code: bool, max_length:
             else "Queries and documents are encoded the same way, without a prompt."
         )
         + f" Inputs are truncated to {max_length} tokens. Saved with transformers "
-        f"{config.get('transformers_version', '?')}; loading needs transformers 5 or newer.",
+        f"{config.get('transformers_version', '?')}; loading needs transformers 5 or newer."
+        + (
+            " Use `encode_query` for queries: `encode` applies no prompt, and a query encoded without it is a "
+            "different vector."
+            if query_prompt
+            else ""
+        ),
+        "",
+        "Evaluate with MTEB (`pip install mteb`), through sentence-transformers, which applies the prompts:",
+        "",
+        "```python",
+        "import mteb",
+        "from sentence_transformers import SentenceTransformer",
+        "",
+        f'model = SentenceTransformer("{model_id}"{trust})',
+        'results = mteb.evaluate(model, tasks=mteb.get_tasks(tasks=["SciFact"]))',
+        "```",
         "",
     ]
+    targets = _lora_targets(config)
+    if targets:
+        lines += [
+            "Adapt it further with LoRA (`pip install peft`); name the target modules, so the adapter wraps exactly "
+            "the projections this model has:",
+            "",
+            "```python",
+            "from peft import LoraConfig, get_peft_model",
+            "from transformers import AutoModel",
+            "",
+            f'model = AutoModel.from_pretrained("{model_id}"{trust})',
+            f"model = get_peft_model(model, LoraConfig(r=16, lora_alpha=32, target_modules={list(targets)!r}))",
+            "```",
+            "",
+        ]
     return lines
+
+
+def _lora_targets(config: dict) -> tuple[str, ...]:
+    """The linear modules a LoRA adapter wraps in this family (``arch.ArchSpec.lora_targets``); empty if unknown."""
+    from .arch import ARCH_SPECS
+
+    spec = ARCH_SPECS.get(str(config.get("model_type", "")).removeprefix("effir_"))
+    return spec.lora_targets if spec else ()
 
 
 def _remote_code(

@@ -1,8 +1,8 @@
 """What the model card says about ``results.json``: the MTEB ``model-index`` front matter and the Evaluation section.
 
-``select_results`` picks the entry that describes the folder's model; ``model_index`` turns its full-split scores
-on registered MTEB tasks into leaderboard metadata; ``evaluation_section`` renders the scores, the measured speed
-and the run's other models as markdown.
+``select_results`` picks the entry that describes the folder's model; ``model_eval_results`` turns its full-split
+scores on registered MTEB tasks into leaderboard metadata; ``eval_results_files`` into the Hub's ``.eval_results``
+files; ``evaluation_section`` renders the scores, the measured speed and the run's other models as markdown.
 """
 
 from __future__ import annotations
@@ -58,35 +58,39 @@ def is_full_mteb_task(task: dict) -> bool:
     return str(task.get("dataset", "")).startswith("mteb:") and not task.get("subsample")
 
 
-def model_index(entry: dict | None, name: str) -> list[dict] | None:
-    """``model-index`` metadata for the MTEB leaderboard, in the layout ``mteb create_meta`` writes.
+def model_eval_results(entry: dict | None) -> list:
+    """The entry's scores as ``huggingface_hub.EvalResult`` (one per metric), which ``ModelCardData`` writes as the
+    card's ``model-index`` metadata, in the layout ``mteb create_meta`` writes.
 
     Only runs on the MTEB task's own data in full (``is_full_mteb_task``) on one of the task's evaluation splits
     qualify: the Hub shows these numbers as the benchmark's, comparable with every other model's. Slices, subsamples
     and other local data stay in the card's body with their size. Scores are percentages. The dataset revision is
     the registry's for results computed on the Hub dataset; a local copy's revision is unknown and left out.
     """
+    from huggingface_hub import EvalResult
+
     results = []
     for task in (entry or {}).get("tasks", []):
         meta = _mteb_task(task["task"]) if is_full_mteb_task(task) else None
         if meta is None or task["split"] not in meta["eval_splits"] or meta["subsets"] != ["default"]:
             continue
-        dataset = {
-            "type": meta["path"],
-            "name": f"MTEB {meta['name']} (default)",
-            "config": "default",
-            "split": task["split"],
-        }
-        if str(task.get("dataset", "")).startswith("mteb:") and meta["revision"]:
-            dataset["revision"] = meta["revision"]
+        hub_dataset = str(task.get("dataset", "")).startswith("mteb:")
         scores = task["scores"]
-        metrics = [
-            {"type": key, "value": round(100 * scores[key], 5)}
+        results += [
+            EvalResult(
+                task_type=meta["type"],
+                dataset_type=meta["path"],
+                dataset_name=f"MTEB {meta['name']} (default)",
+                dataset_config="default",
+                dataset_split=task["split"],
+                dataset_revision=meta["revision"] if hub_dataset and meta["revision"] else None,
+                metric_type=key,
+                metric_value=round(100 * scores[key], 5),
+            )
             for key in ("main_score", *SCORE_COLUMNS)
             if scores.get(key) is not None
         ]
-        results.append({"task": {"type": meta["type"]}, "dataset": dataset, "metrics": metrics})
-    return [{"name": name, "results": results}] if results else None
+    return results
 
 
 def _data_note(task: dict) -> str:

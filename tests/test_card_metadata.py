@@ -36,3 +36,22 @@ def test_a_folder_re_saved_by_sentence_transformers_keeps_base_model_and_license
     card = ModelCard(render_model_card(again, "me/again"))
     assert card.data.base_model == "effir-test/tiny-llama" and card.data.license == "apache-2.0"
     assert "built from [effir-test/tiny-llama](https://huggingface.co/effir-test/tiny-llama)" in card.text
+
+
+def test_the_cards_lora_snippet_runs_on_the_folder(tmp_path):
+    """The card's LoRA example, run as printed (model id replaced by the local folder)."""
+    pytest.importorskip("peft")
+    from conftest import build_tiny, tiny_tokenizer
+
+    model = build_tiny("llama")
+    plan = make_plan(shape_from_config(model.config), PlanSettings(drop_mlp_layers=[1]), model_name="tiny-llama")
+    apply_plan(model, plan)
+    out = tmp_path / "pruned"
+    save_model(model, tiny_tokenizer(), out, plan=plan, provenance=ORIGIN, verify=False)
+    card = render_model_card(out, "me/pruned")
+    block = card.split("Adapt it further with LoRA")[1].split("```python\n")[1].split("```")[0]
+    scope: dict = {}
+    exec(block.replace('"me/pruned"', repr(str(out))), scope)
+    trainable = [name for name, p in scope["model"].named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in name for name in trainable)
+    assert "mteb.evaluate(model, tasks=mteb.get_tasks(" in card and "Use `encode_query` for queries" in card
