@@ -106,7 +106,8 @@ def render_model_card(
     # what config.json keeps when provenance.json is gone (a folder re-saved by sentence-transformers or
     # transformers): the source, base model and licence (save._record_origin)
     origin = config.get("effir_surgery") or {}
-    kept = {key: origin[key] for key in ("source_model", "base_model", "license", "source_format") if origin.get(key)}
+    keys = ("source_model", "base_model", "license", "source_format", "language")
+    kept = {key: origin[key] for key in keys if origin.get(key)}
     provenance = kept | provenance
     plan = _read_json(folder / PLAN_FILE)
     width_plan = _read_json(folder / WIDTH_PLAN_FILE)
@@ -130,6 +131,7 @@ def render_model_card(
         tags=TAGS,
         base_model=base_model,
         license=provenance.get("license"),
+        language=provenance.get("language"),
         model_name=(repo_id or name) if scores else None,
         eval_results=scores or None,
     )

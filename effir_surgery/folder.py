@@ -59,6 +59,7 @@ class Provenance(BaseModel):
     revision: str | None = None
     license: str | None = None
     source_format: str | None = None  # "GGUF Q4_1": the source's weights were quantized (source_card.source_format)
+    language: list[str] | None = None  # the source card's languages (source_card.source_language)
     command: str | None = None
     source_shape: dict | None = None
     config: dict | None = None

@@ -154,16 +154,17 @@ def _prune(config: PruneConfig, source, started: float, on_plan) -> PruneResult:
         loaded = loaded or load_model(source, config.dtype, config.device)
         record = apply_plan(loaded.model, plan)
     projection = plan.projection()
-    from .source_card import source_format
+    from .source_card import source_format, source_language
 
     inherited = _source_license(source)
-    quantized = {"source_format": fmt} if (fmt := source_format(source)) else {}
+    carried = {"source_format": fmt} if (fmt := source_format(source)) else {}
+    carried |= {"language": language} if (language := source_language(source)) else {}
     provenance = Provenance(
         source_model=config.model,
         base_model=inherited["base_model"],
         revision=config.revision,
         license=inherited["license"],
-        **quantized,
+        **carried,
         command=invocation(),
         source_shape=shape.model_dump(),
         config=config.model_dump(mode="json"),

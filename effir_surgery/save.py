@@ -121,7 +121,7 @@ def _record_origin(folder: Path, record: Provenance) -> None:
     """Copy what a model card's metadata needs (source, base model, licence) into ``config.json``'s
     ``effir_surgery`` field. transformers and sentence-transformers re-save ``config.json`` with every model but drop
     ``provenance.json``, so a card rendered after such a re-save (``push``) still names the base model and licence."""
-    keys = ("source_model", "base_model", "license", "source_format")
+    keys = ("source_model", "base_model", "license", "source_format", "language")
     origin = {key: getattr(record, key) for key in keys if getattr(record, key)}
     if not origin:
         return

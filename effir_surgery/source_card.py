@@ -131,3 +131,24 @@ def source_format(source) -> str | None:
             return None
         return _single((recorded or {}).get("source_format")) if isinstance(recorded, dict) else None
     return None
+
+
+def source_language(source) -> list[str] | None:
+    """The languages of the source's card (``language`` front matter, as a list), what an effir-surgery folder
+    recorded, or English for the bundled SmolLM2 alias (its card says ``en``); ``None`` when unknown."""
+    if source.name in ALIAS_BASE_MODELS:
+        return ["en"]
+    folder = Path(source.path) if source.kind == "folder" else None
+    try:
+        recorded = _read_json(folder / PROVENANCE_FILE) if folder is not None else None
+    except ValueError:
+        recorded = None
+    if isinstance(recorded, dict):
+        value = recorded.get("language")
+    else:
+        readme = _hub_readme(source.path, source.revision) if source.kind == "hub" else None
+        readme = folder / CARD_FILE if folder is not None else readme
+        value = front_matter(readme).get("language") if readme is not None else None
+    if isinstance(value, str):
+        return [value]
+    return [str(v) for v in value] if isinstance(value, list) and value else None

@@ -15,7 +15,12 @@ from effir_surgery.plan import make_plan
 from effir_surgery.save import save_model
 from effir_surgery.surgery import apply_plan
 
-ORIGIN = {"source_model": "tiny-llama", "base_model": "effir-test/tiny-llama", "license": "apache-2.0"}
+ORIGIN = {
+    "source_model": "tiny-llama",
+    "base_model": "effir-test/tiny-llama",
+    "license": "apache-2.0",
+    "language": ["en"],
+}
 
 
 @pytest.mark.parametrize("drop", [[1], []], ids=["effir config", "stock config"])
@@ -35,6 +40,7 @@ def test_a_folder_re_saved_by_sentence_transformers_keeps_base_model_and_license
     assert not (again / PROVENANCE_FILE).exists()  # what the re-save drops
     card = ModelCard(render_model_card(again, "me/again"))
     assert card.data.base_model == "effir-test/tiny-llama" and card.data.license == "apache-2.0"
+    assert card.data.language == ["en"]
     assert "built from [effir-test/tiny-llama](https://huggingface.co/effir-test/tiny-llama)" in card.text
 
 

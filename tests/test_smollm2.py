@@ -122,7 +122,7 @@ def test_drops_15_of_30_and_has_the_expected_size(pruned):
     assert provenance["record"]["params_before"] == full
     assert provenance["record"]["params_after"] == expected
     # the bundled model is a Q4_1 GGUF: the card must say its weights (and so its scores) are the dequantized ones
-    assert provenance["source_format"] == "GGUF Q4_1"
+    assert provenance["source_format"] == "GGUF Q4_1" and provenance["language"] == ["en"]
     assert json.loads((out / "config.json").read_text())["effir_surgery"]["source_format"] == "GGUF Q4_1"
     assert "dequantized from a GGUF Q4_1 file" in (out / "README.md").read_text()
     assert "clean-process reload: OK" in stdout

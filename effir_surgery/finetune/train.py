@@ -36,7 +36,7 @@ from ..ops.gate_mlp import open_fraction
 from ..outputs import check_disjoint, check_output
 from ..plan import SurgeryPlan
 from ..save import invocation, load_saved, save_model
-from ..source_card import source_card_metadata, source_format
+from ..source_card import source_card_metadata, source_format, source_language
 from ..surgery import apply_plan
 from .checkpoints import (
     TRAINABLE_FILE,
@@ -342,16 +342,20 @@ def _save(config, folder, trained, tokenizer, result: FinetuneResult, data) -> N
     before = ModelShape(**parent.source_shape) if parent.source_shape else input_shape
     # a pruned input passes on what it recorded; any other input is the source itself
     if "source_model" in parent.model_fields_set:
-        inherited = {"base_model": parent.base_model, "license": parent.license, "source_format": parent.source_format}
+        inherited = parent.model_dump(include={"base_model", "license", "source_format", "language"})
     else:
         source = resolve_source(config.model, config.revision)
-        inherited = {**source_card_metadata(source), "source_format": source_format(source)}
-    quantized = {"source_format": inherited["source_format"]} if inherited.get("source_format") else {}
+        inherited = {
+            **source_card_metadata(source),
+            "source_format": source_format(source),
+            "language": source_language(source),
+        }
+    carried = {key: inherited[key] for key in ("source_format", "language") if inherited.get(key)}
     provenance = Provenance(
         source_model=parent.source_model if "source_model" in parent.model_fields_set else config.model,
         base_model=inherited.get("base_model"),
         license=inherited.get("license"),
-        **quantized,
+        **carried,
         command=invocation(),
         source_shape=before.model_dump(),
         costs=CostComparison.between(before, shape_from_config(causal.config)).model_dump(),
