@@ -20,7 +20,7 @@ STAGES = {
     "analyze": "analyze probe report",
     "plan": "plan",
     "surgery": "surgery ops ops.drop_attention ops.drop_mlp ops.gate_mlp ops.slice_mlp",
-    "save": "save check card card_results card_history streaming",
+    "save": "save check card card_results card_history card_usage streaming",
     "finetune": (
         "finetune finetune.train finetune.data finetune.model finetune.checkpoints finetune.progress finetune.width"
     ),
