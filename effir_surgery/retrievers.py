@@ -43,10 +43,25 @@ def _folder_key(folder: Path) -> str:
     for name in sorted([CONFIG_FILE, ST_MODULES_FILE, ST_CONFIG_FILE, TOKENIZER_FILE]):
         if (folder / name).is_file():
             digest.update((folder / name).read_bytes())
-    for weights in sorted(folder.glob("*.safetensors")):
-        with weights.open("rb") as handle:
-            while chunk := handle.read(1 << 24):
-                digest.update(chunk)
+    from tqdm.auto import tqdm
+
+    from ._logging import progress_enabled
+
+    files = sorted(folder.glob("*.safetensors"))
+    total = sum(path.stat().st_size for path in files)
+    with tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        desc=f"Hashing {folder.name}",
+        leave=False,
+        disable=not progress_enabled(),
+    ) as bar:
+        for weights in files:
+            with weights.open("rb") as handle:
+                while chunk := handle.read(1 << 24):
+                    digest.update(chunk)
+                    bar.update(len(chunk))
     return digest.hexdigest()[:12]
 
 

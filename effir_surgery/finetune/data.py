@@ -133,13 +133,16 @@ def bm25_negatives(
     import bm25s
     import Stemmer
 
+    from .._logging import progress_enabled
+
+    bars = progress_enabled()  # bm25s's own bars (with ETA) on a terminal: indexing a large corpus takes minutes
     stemmer = Stemmer.Stemmer("english")
     corpus = data.corpus
     retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize(corpus, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    retriever.index(bm25s.tokenize(corpus, stopwords="en", stemmer=stemmer, show_progress=bars), show_progress=bars)
     k = min(len(corpus), range_max + max(len(e.positives) for e in data.examples))
-    queries = bm25s.tokenize([e.query for e in data.examples], stopwords="en", stemmer=stemmer, show_progress=False)
-    hits, _ = retriever.retrieve(queries, k=k, show_progress=False)
+    queries = bm25s.tokenize([e.query for e in data.examples], stopwords="en", stemmer=stemmer, show_progress=bars)
+    hits, _ = retriever.retrieve(queries, k=k, show_progress=bars)
     rng = random.Random(seed)
     out = []
     for example, row in zip(data.examples, hits, strict=True):
