@@ -10,6 +10,7 @@ import click
 
 from . import __version__
 from .cli_evaluate import evaluate
+from .cli_export import export
 from .cli_finetune import finetune
 from .cli_hub import push, verify
 from .cli_options import TRUST_HELP, Stopped, config_defaults, handle_errors
@@ -47,7 +48,7 @@ def main():
     _stop_on_sigterm_like_ctrl_c()
 
 
-for command in (analyze, evaluate, finetune, prune, push, verify):
+for command in (analyze, evaluate, export, finetune, prune, push, verify):
     main.add_command(command)
 
 

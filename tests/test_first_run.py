@@ -54,7 +54,7 @@ def _recipe(tmp_path, stages: str, name: str = "recipe") -> str:
 
 @pytest.mark.parametrize(
     "case",
-    ["evaluate", "evaluate-bm25", "finetune", "run-finetune", "run-evaluate", "analyze-probe"],
+    ["evaluate", "evaluate-bm25", "finetune", "run-finetune", "run-evaluate", "analyze-probe", "export"],
 )
 @pytest.mark.subprocess
 def test_a_command_without_its_extra_names_the_extra(tmp_path, case):
@@ -73,6 +73,7 @@ def test_a_command_without_its_extra_names_the_extra(tmp_path, case):
             "train",
         ),
         "run-evaluate": (["run", _recipe(tmp_path, f"evaluate:\n  data_dir: [{beir}]\n", "ev")], ["mteb"], "eval"),
+        "export": (["export", tmp_path / "model", "-o", out], ["onnxruntime"], "export"),
         "analyze-probe": (
             ["analyze", tmp_path / "model", "--probe", beir, "--no-streaming", "-o", out],
             ["pytrec_eval"],

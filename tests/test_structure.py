@@ -25,8 +25,8 @@ STAGES = {
         "finetune finetune.train finetune.data finetune.model finetune.checkpoints finetune.progress finetune.width"
     ),
     "evaluate": "evaluate eval_tasks eval_timer eval_results retrievers",
-    "publish": "hub",
-    "commands": "pipeline run recipe cli cli_options cli_prune cli_finetune cli_evaluate cli_hub __main__",
+    "publish": "hub export",
+    "commands": "pipeline run recipe cli cli_options cli_prune cli_finetune cli_evaluate cli_hub cli_export __main__",
 }
 RANK = {module: rank for rank, names in enumerate(STAGES.values()) for module in names.split()}
 MAX_LINES = 400

@@ -15,14 +15,11 @@ def _name(requirement: str) -> str:
 
 
 def _declared() -> dict[str, str]:
-    """Every dependency of the core install and of the train/eval extras -> its requirement string."""
+    """Every dependency of the core install and of every extra but dev -> its requirement string."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = [req for name, reqs in project["optional-dependencies"].items() if name != "dev" for req in reqs]
     found = {}
-    for requirement in [
-        *project["dependencies"],
-        *project["optional-dependencies"]["train"],
-        *project["optional-dependencies"]["eval"],
-    ]:
+    for requirement in [*project["dependencies"], *extras]:
         found[_name(requirement)] = requirement
     return found
 
