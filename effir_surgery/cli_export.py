@@ -18,7 +18,7 @@ from .validation import validated
     ExportConfig,
     "--quantize",
     type=click.Choice(["none", "int8"]),
-    help="Also write a dynamically quantized int8 graph (onnx/model_int8.onnx).",
+    help="Also write a graph with int8 weights (onnx/model_int8.onnx; weight-only, activations stay float32).",
 )
 @click.option("--overwrite", is_flag=True, default=None, help="Replace an existing output folder.")
 @click.option("--trust-remote-code", is_flag=True, default=None, help=TRUST_HELP)

@@ -201,7 +201,7 @@ class AnalyzeConfig(LoadSettings, CalibSettings):
 class ExportConfig(StrictConfig):
     """``effir-surgery export``: a saved folder (pruned, fine-tuned or not) for a serving runtime. ``format``
     ``onnx``: ``onnx/model.onnx`` for ONNX Runtime with the pooling inside; ``quantize`` ``int8`` adds
-    ``onnx/model_int8.onnx`` (dynamic int8 quantization of the weights)."""
+    ``onnx/model_int8.onnx`` (int8 weight-only quantization of every MatMul)."""
 
     model: str = Field(
         description="A saved model folder (what prune, finetune or run wrote, or any folder of a supported family)."
