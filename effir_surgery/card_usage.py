@@ -85,6 +85,13 @@ def usage_section(model_id: str, st: dict, config: dict, remote_code: bool, max_
             "```",
             "",
         ]
+    lines += [
+        'Serve it with ONNX Runtime (`pip install "effir-surgery[export]"`): `effir-surgery export MODEL_DIR -o '
+        "MODEL_DIR-onnx` on a local copy of this model (from the Hub: `hf download REPO --local-dir MODEL_DIR`) "
+        "writes `onnx/model.onnx` (inputs `input_ids`, `attention_mask`; output `sentence_embedding`, pooled and "
+        "normalised), checked against PyTorch; `--quantize int8` adds int8 weights.",
+        "",
+    ]
     return lines
 
 

@@ -61,3 +61,4 @@ def test_the_cards_lora_snippet_runs_on_the_folder(tmp_path):
     trainable = [name for name, p in scope["model"].named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in name for name in trainable)
     assert "mteb.evaluate(model, tasks=mteb.get_tasks(" in card and "Use `encode_query` for queries" in card
+    assert "`effir-surgery export MODEL_DIR -o MODEL_DIR-onnx`" in card
